@@ -1,0 +1,1 @@
+"""``meshkit ...`` subcommands; the only place the command line is parsed."""
