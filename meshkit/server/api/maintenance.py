@@ -1,0 +1,64 @@
+"""etcdserverpb.Maintenance and etcdserverpb.Cluster (read side for one member).
+
+RPCs not listed here answer gRPC UNIMPLEMENTED (the servicer base class); see
+docs/compat.md for their status.
+"""
+
+from __future__ import annotations
+
+import grpc
+
+from meshkit.api.etcdserverpb import rpc_pb2 as pb
+from meshkit.api.etcdserverpb import rpc_pb2_grpc
+from meshkit.server.etcdserver.server import EtcdServer
+
+# The etcd release whose API meshkit speaks; clients gate features on it.
+ETCD_API_VERSION = "3.4.0"
+
+
+class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
+    def __init__(self, server: EtcdServer) -> None:
+        self.s = server
+
+    async def Status(self, request: pb.StatusRequest, context: grpc.aio.ServicerContext) -> pb.StatusResponse:
+        s = self.s
+        resp = pb.StatusResponse(
+            version=ETCD_API_VERSION,
+            dbSize=s.backend.size(),
+            dbSizeInUse=s.backend.size_in_use(),
+            leader=s.leader_id,
+            raftIndex=s.committed_index,
+            raftTerm=s.term,
+            raftAppliedIndex=s.applied_index,
+            isLearner=False,
+        )
+        s.header(resp.header)
+        return resp
+
+    async def Alarm(self, request: pb.AlarmRequest, context: grpc.aio.ServicerContext) -> pb.AlarmResponse:
+        if request.action != pb.AlarmRequest.GET:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "meshkit: alarm activation comes with the quota work")
+        # No quota or corruption check raises alarms yet, so the list is truly empty.
+        resp = pb.AlarmResponse()
+        self.s.header(resp.header)
+        return resp
+
+
+class ClusterService(rpc_pb2_grpc.ClusterServicer):
+    def __init__(self, server: EtcdServer) -> None:
+        self.s = server
+
+    def _members(self, resp: pb.MemberListResponse) -> None:
+        for m in sorted(self.s.members.values(), key=lambda m: m.id):
+            resp.members.add(
+                ID=m.id, name=m.name, peerURLs=list(m.peer_urls),
+                clientURLs=list(m.client_urls), isLearner=m.is_learner,
+            )
+
+    async def MemberList(
+        self, request: pb.MemberListRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MemberListResponse:
+        resp = pb.MemberListResponse()
+        self._members(resp)
+        self.s.header(resp.header)
+        return resp

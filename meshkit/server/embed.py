@@ -1,0 +1,121 @@
+"""An in-process meshkit member: the driver plus its gRPC front door.
+
+``async with EmbeddedServer(settings, listen=[("127.0.0.1", port)]) as srv:``
+starts a member and serves etcd's v3 gRPC API on the given addresses; leaving
+the block stops serving, then stops the member. Tests use it directly;
+``meshkit server`` uses it through :mod:`meshkit.server.run`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from meshkit._internal.errors import MeshkitError
+from meshkit.api.etcdserverpb import rpc_pb2_grpc
+from meshkit.server.api.kv import KVService
+from meshkit.server.api.maintenance import ClusterService, MaintenanceService
+from meshkit.server.etcdserver.server import EtcdServer, ServerSettings
+
+log = logging.getLogger("meshkit.server")
+
+# etcd lets gRPC requests exceed --max-request-bytes by this much on the wire so
+# that the size check inside the server, with etcd's own error, is what answers.
+GRPC_OVERHEAD_BYTES = 512 * 1024
+MAX_SEND_BYTES = 2**31 - 1
+
+
+class ListenError(MeshkitError):
+    pass
+
+
+def grpc_options(max_request_bytes: int, keepalive_min_time_ms: int = 5000,
+                 keepalive_interval_ms: int = 2 * 3600 * 1000,
+                 keepalive_timeout_ms: int = 20_000) -> list[tuple[str, Any]]:
+    return [
+        ("grpc.max_receive_message_length", max_request_bytes + GRPC_OVERHEAD_BYTES),
+        ("grpc.max_send_message_length", MAX_SEND_BYTES),
+        # etcd accepts client pings every 5 s, with or without active streams;
+        # grpcio's defaults would answer such clients with GOAWAY too_many_pings.
+        ("grpc.http2.min_ping_interval_without_data_ms", keepalive_min_time_ms),
+        ("grpc.keepalive_permit_without_calls", 1),
+        ("grpc.http2.max_pings_without_data", 0),
+        ("grpc.keepalive_time_ms", keepalive_interval_ms),
+        ("grpc.keepalive_timeout_ms", keepalive_timeout_ms),
+        # grpc-core cancels calls beyond 1000 not yet picked up by the (single
+        # threaded) Python server; a burst of clients must queue, not fail.
+        ("grpc.server.max_pending_requests", 100_000),
+        ("grpc.server.max_pending_requests_hard_limit", 100_000),
+        # Two servers must never share a port silently.
+        ("grpc.so_reuseport", 0),
+    ]
+
+
+class EmbeddedServer:
+    def __init__(self, settings: ServerSettings, listen: Sequence[tuple[str, int]],
+                 *, grpc_extra_options: Sequence[tuple[str, Any]] = ()) -> None:
+        self.settings = settings
+        self.listen = list(listen)
+        self.etcd = EtcdServer(settings)
+        self._grpc: grpc.aio.Server | None = None
+        self._grpc_options = [*grpc_options(settings.max_request_bytes), *grpc_extra_options]
+        self.ports: list[int] = []
+
+    @classmethod
+    def for_test(cls, data_dir: Path, port: int, name: str = "default", **overrides: Any) -> EmbeddedServer:
+        peer = f"http://127.0.0.1:{port + 1}" if port else "http://localhost:2380"
+        client = f"http://127.0.0.1:{port}"
+        settings = ServerSettings(
+            name=name, data_dir=data_dir, wal_dir=None,
+            initial_cluster=((name, peer),), initial_cluster_token="etcd-cluster",
+            advertise_peer_urls=(peer,), advertise_client_urls=(client,),
+        )
+        for k, v in overrides.items():
+            setattr(settings, k, v)
+        return cls(settings, [("127.0.0.1", port)])
+
+    async def __aenter__(self) -> EmbeddedServer:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        await self.etcd.start()
+        try:
+            server = grpc.aio.server(options=self._grpc_options)
+            rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.etcd), server)
+            rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), server)
+            rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), server)
+            for host, port in self.listen:
+                try:
+                    bound = server.add_insecure_port(f"{host}:{port}")
+                except RuntimeError as e:
+                    raise ListenError(f"listen tcp {host}:{port}: bind: address already in use") from e
+                if not bound:
+                    raise ListenError(f"listen tcp {host}:{port}: bind: address already in use")
+                self.ports.append(bound)
+            await server.start()
+            self._grpc = server
+        except BaseException:
+            await self.etcd.close()
+            raise
+        log.info("serving client requests on %s", ", ".join(f"{h}:{p}" for (h, _), p in zip(self.listen, self.ports, strict=True)))
+
+    async def close(self, grace: float = 1.0) -> None:
+        if self._grpc is not None:
+            with contextlib.suppress(Exception):
+                await self._grpc.stop(grace)
+            self._grpc = None
+        await self.etcd.close()
+
+    @property
+    def endpoint(self) -> str:
+        host = self.listen[0][0]
+        return f"{host}:{self.ports[0]}"

@@ -1,0 +1,3 @@
+from meshkit.server.snap.snapshotter import SnapshotCorruptError, Snapshotter
+
+__all__ = ["SnapshotCorruptError", "Snapshotter"]
