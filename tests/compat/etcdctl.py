@@ -32,7 +32,9 @@ def normalise(text: str) -> str:
     return text
 
 
-def etcdctl(endpoint: str, *args: str, stdin: str | None = None, timeout: float = 20) -> Outcome:
+def etcdctl(endpoint: str, *args: str, stdin: str | None = None, timeout: float = 20,
+            raw: bool = False) -> Outcome:
+    """Run etcdctl; unless ``raw``, ids, terms, timestamps and the endpoint are normalised."""
     assert ETCDCTL is not None
     env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDCTL_")}
     env["ETCDCTL_API"] = "3"
@@ -42,10 +44,13 @@ def etcdctl(endpoint: str, *args: str, stdin: str | None = None, timeout: float 
         capture_output=True, env=env, timeout=timeout,
     )
     out = p.stdout
+    if raw:
+        return Outcome(p.returncode, out.decode(errors="backslashreplace"), p.stderr.decode(errors="backslashreplace"))
     if "protobuf" in args and p.returncode == 0:
         out = _normalise_protobuf(args, out)
-    return Outcome(p.returncode, normalise(out.decode(errors="backslashreplace")),
-                   normalise(p.stderr.decode(errors="backslashreplace")))
+    text_out = out.decode(errors="backslashreplace").replace(endpoint, "<endpoint>")
+    text_err = p.stderr.decode(errors="backslashreplace").replace(endpoint, "<endpoint>")
+    return Outcome(p.returncode, normalise(text_out), normalise(text_err))
 
 
 def _normalise_protobuf(args: tuple[str, ...], raw: bytes) -> bytes:

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import grpc
 
+from meshkit._internal.errors import EtcdError
 from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
+from meshkit.server.api.errors import abort
 from meshkit.server.etcdserver.server import EtcdServer
 
 # The etcd release whose API meshkit speaks; clients gate features on it.
@@ -41,6 +43,29 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         # No quota or corruption check raises alarms yet, so the list is truly empty.
         resp = pb.AlarmResponse()
         self.s.header(resp.header)
+        return resp
+
+
+    async def HashKV(self, request: pb.HashKVRequest, context: grpc.aio.ServicerContext) -> pb.HashKVResponse:
+        s = self.s
+        try:
+            h, compact_rev = s.store.hash_kv(request.revision)
+        except EtcdError as e:
+            await abort(context, e)
+        resp = pb.HashKVResponse(hash=h, compact_revision=compact_rev)
+        s.header(resp.header)
+        return resp
+
+    async def Defragment(
+        self, request: pb.DefragmentRequest, context: grpc.aio.ServicerContext
+    ) -> pb.DefragmentResponse:
+        s = self.s
+        # Runs on the loop thread between applies, like etcd's defrag holding
+        # the backend lock: requests wait, none see a half-rewritten file.
+        s.store.commit()
+        s.backend.defragment()
+        resp = pb.DefragmentResponse()
+        s.header(resp.header)
         return resp
 
 
