@@ -19,7 +19,9 @@ import grpc
 from meshkit._internal.errors import MeshkitError
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
 from meshkit.server.api.kv import KVService
+from meshkit.server.api.lease import LeaseService
 from meshkit.server.api.maintenance import ClusterService, MaintenanceService
+from meshkit.server.api.watch import add_watch_service
 from meshkit.server.etcdserver.server import EtcdServer, ServerSettings
 
 log = logging.getLogger("meshkit.server")
@@ -63,7 +65,15 @@ class EmbeddedServer:
         self.listen = list(listen)
         self.etcd = EtcdServer(settings)
         self._grpc: grpc.aio.Server | None = None
-        self._grpc_options = [*grpc_options(settings.max_request_bytes), *grpc_extra_options]
+        self._grpc_options = [
+            *grpc_options(
+                settings.max_request_bytes,
+                keepalive_min_time_ms=settings.grpc_keepalive_min_time_ms,
+                keepalive_interval_ms=settings.grpc_keepalive_interval_ms,
+                keepalive_timeout_ms=settings.grpc_keepalive_timeout_ms,
+            ),
+            *grpc_extra_options,
+        ]
         self.ports: list[int] = []
 
     @classmethod
@@ -91,8 +101,10 @@ class EmbeddedServer:
         try:
             server = grpc.aio.server(options=self._grpc_options)
             rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.etcd), server)
+            rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.etcd), server)
             rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), server)
             rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), server)
+            add_watch_service(server, self.etcd)
             for host, port in self.listen:
                 try:
                     bound = server.add_insecure_port(f"{host}:{port}")

@@ -31,6 +31,12 @@ def settings_from_config(cfg: Any) -> Any:
         election_ms=cfg.election_timeout_ms,
         max_request_bytes=cfg.max_request_bytes,
         max_txn_ops=cfg.max_txn_ops,
+        auto_compaction_mode=cfg.auto_compaction_mode or "periodic",
+        auto_compaction_period_s=cfg.auto_compaction_period_ms / 1000.0,
+        auto_compaction_revisions=cfg.auto_compaction_revisions,
+        grpc_keepalive_min_time_ms=cfg.grpc_keepalive_min_time_ms,
+        grpc_keepalive_interval_ms=cfg.grpc_keepalive_interval_ms,
+        grpc_keepalive_timeout_ms=cfg.grpc_keepalive_timeout_ms,
     )
 
 

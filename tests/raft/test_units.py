@@ -209,3 +209,32 @@ def test_raft_package_imports_nothing_forbidden() -> None:
         src = path.read_text()
         for fn in ("random.random(", "random.randint(", "random.choice(", "random.seed("):
             assert fn not in src, f"{path.name} uses the global {fn}"
+
+
+def test_propose_many_appends_all_entries_in_one_step() -> None:
+    import random as _random
+
+    from meshkit.server.raft import ConfState, MemoryStorage, RaftConfig, RaftNode, StateRole
+
+    storage = MemoryStorage()
+    storage.bootstrap(ConfState(voters=(1,)))
+    node = RaftNode(RaftConfig(id=1), storage, rand=_random.Random(1))
+    node.campaign()
+    applied: list[bytes] = []
+    for _ in range(5):
+        if not node.has_ready():
+            break
+        rd = node.ready()
+        storage.append(rd.entries)
+        if rd.hard_state:
+            storage.set_hard_state(rd.hard_state)
+        node.advance(rd)
+    assert node.role == StateRole.LEADER
+    node.propose_many([b"a", b"b", b"c"])
+    rd = node.ready()
+    assert [e.data for e in rd.entries] == [b"a", b"b", b"c"]
+    assert [e.index for e in rd.entries] == list(range(rd.entries[0].index, rd.entries[0].index + 3))
+    storage.append(rd.entries)
+    applied.extend(e.data for e in rd.committed_entries if e.data)
+    node.advance(rd)
+    assert applied == [b"a", b"b", b"c"]

@@ -9,6 +9,7 @@ from __future__ import annotations
 from meshkit._internal.errors import (
     DuplicateKeyError,
     EmptyKeyError,
+    KeyNotFoundError,
     LeaseProvidedError,
     TooManyOpsError,
     ValueProvidedError,
@@ -42,7 +43,8 @@ def check_txn(r: pb.TxnRequest, max_txn_ops: int) -> None:
 
 
 def _check_txn_shape(r: pb.TxnRequest, max_txn_ops: int) -> None:
-    if len(r.compare) > max_txn_ops or len(r.success) > max_txn_ops or len(r.failure) > max_txn_ops:
+    opc = max(len(r.compare), len(r.success), len(r.failure))
+    if opc > max_txn_ops:
         raise TooManyOpsError()
     for c in r.compare:
         if not c.key:
@@ -56,7 +58,10 @@ def _check_txn_shape(r: pb.TxnRequest, max_txn_ops: int) -> None:
         elif kind == "request_delete_range":
             check_delete(op.request_delete_range)
         elif kind == "request_txn":
-            _check_txn_shape(op.request_txn, max_txn_ops)
+            # etcd: a nested txn may use what the enclosing level left over.
+            _check_txn_shape(op.request_txn, max_txn_ops - opc)
+        else:
+            raise KeyNotFoundError()  # an empty op, as etcd answers it
 
 
 def _in_interval(key: bytes, start: bytes, end: bytes) -> bool:
@@ -70,7 +75,12 @@ def _in_interval(key: bytes, start: bytes, end: bytes) -> bool:
 def _check_intervals(ops: object) -> tuple[list[tuple[bytes, bytes]], set[bytes]]:
     """A key may be written once per txn branch: no two puts of one key, and no
     put of a key a delete in the same branch covers. Overlapping deletes are fine.
-    Nested txns count with both of their branches, since either may run."""
+    Nested txns count with both of their branches, since either may run, except
+    that the then and else branches of one nested txn may put the same key.
+
+    Stricter than etcd 3.4 in two places where etcd lets a key be modified twice
+    (docs/compat.md): a from-key delete covers the keys after it, and a nested
+    txn's delete is checked against earlier nested txns' puts."""
     dels: list[tuple[bytes, bytes]] = []
     puts: set[bytes] = set()
     for op in ops:  # type: ignore[attr-defined]
@@ -85,12 +95,10 @@ def _check_intervals(ops: object) -> tuple[list[tuple[bytes, bytes]], set[bytes]
                 raise DuplicateKeyError()
             puts.add(key)
         elif kind == "request_txn":
-            inner_dels: list[tuple[bytes, bytes]] = []
-            inner_puts: set[bytes] = set()
-            for branch in (op.request_txn.success, op.request_txn.failure):
-                bd, bp = _check_intervals(branch)
-                inner_dels.extend(bd)
-                inner_puts |= bp
+            then_dels, then_puts = _check_intervals(op.request_txn.success)
+            else_dels, else_puts = _check_intervals(op.request_txn.failure)
+            inner_dels = then_dels + else_dels
+            inner_puts = then_puts | else_puts
             for key in inner_puts:
                 if key in puts or any(_in_interval(key, s, e) for s, e in dels):
                     raise DuplicateKeyError()

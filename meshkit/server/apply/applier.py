@@ -11,7 +11,8 @@ then are the ops executed, so a failing txn changes nothing.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from meshkit._internal.errors import (
@@ -22,7 +23,8 @@ from meshkit._internal.errors import (
 )
 from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.mvccpb import kv_pb2
-from meshkit.server.mvcc import KeyValue, KVStore
+from meshkit.server.lease import Lessor
+from meshkit.server.mvcc import Event, KeyValue, KVStore, TxnWrite
 
 _RR = pb.RangeRequest
 _CMP = pb.Compare
@@ -92,11 +94,19 @@ class _Reader:
 
 
 class Applier:
-    def __init__(self, store: KVStore, lease_exists: Callable[[int], bool] | None = None) -> None:
+    def __init__(self, store: KVStore, lease_exists: Callable[[int], bool] | None = None,
+                 lessor: Lessor | None = None) -> None:
         self.store = store
-        # Until the lessor lands every lease is unknown, exactly as etcd answers
-        # for a lease it has never granted.
+        # Keys follow their leases (attach on put, detach on overwrite/delete);
+        # without a lessor every lease is unknown, as etcd answers for a lease
+        # it has never granted.
+        self.lessor = lessor
+        if lease_exists is None and lessor is not None:
+            lease_exists = lessor.exists
         self._lease_exists = lease_exists or (lambda _id: False)
+        # Called with (revision, events) after every write txn that changed
+        # something (the watchable store's notify).
+        self.on_events: Callable[[int, list[Event]], None] | None = None
 
     # ---- reads ---------------------------------------------------------------
 
@@ -159,14 +169,14 @@ class Applier:
     # ---- writes (called with committed log entries, in order) ------------------
 
     def put(self, r: pb.PutRequest) -> pb.PutResponse:
-        with self.store.write() as txn:
+        with self._write() as txn:
             rd = _Reader(self.store, txn)
             self._check_put(rd, r)
             resp = self._put(rd, r)
         return resp
 
     def delete_range(self, r: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
-        with self.store.write() as txn:
+        with self._write() as txn:
             rd = _Reader(self.store, txn)
             resp = self._delete(rd, r)
         return resp
@@ -174,7 +184,7 @@ class Applier:
     def txn(self, r: pb.TxnRequest) -> pb.TxnResponse:
         if is_txn_readonly(r):
             return self.txn_readonly(r)
-        with self.store.write() as txn:
+        with self._write() as txn:
             rd = _Reader(self.store, txn)
             path = self._compare_path(rd, r)
             self._check_puts(rd, r, path)
@@ -190,7 +200,69 @@ class Applier:
         resp.header.revision = self.store.current_revision
         return resp
 
+    # ---- leases (committed log entries too) -------------------------------------
+
+    def lease_grant(self, r: pb.LeaseGrantRequest) -> pb.LeaseGrantResponse:
+        le = self._need_lessor().grant(r.ID, r.TTL)
+        resp = pb.LeaseGrantResponse(ID=le.id, TTL=le.ttl)
+        resp.header.revision = self.store.current_revision
+        return resp
+
+    def lease_revoke(self, r: pb.LeaseRevokeRequest) -> pb.LeaseRevokeResponse:
+        self._revoke(r.ID)
+        resp = pb.LeaseRevokeResponse()
+        resp.header.revision = self.store.current_revision
+        return resp
+
+    def lease_expire(self, r: Any) -> int:
+        """Revoke the leases the leader found expired, each as its own revoke
+        (its keys deleted in one revision); ids revoked meanwhile are skipped.
+        Returns how many were revoked."""
+        lessor = self._need_lessor()
+        n = 0
+        for lid in r.ids:
+            if lessor.exists(lid):
+                self._revoke(lid)
+                n += 1
+        return n
+
+    def lease_checkpoint(self, r: pb.LeaseCheckpointRequest) -> pb.LeaseCheckpointResponse:
+        lessor = self._need_lessor()
+        for cp in r.checkpoints:
+            lessor.checkpoint(cp.ID, cp.remaining_TTL)
+        resp = pb.LeaseCheckpointResponse()
+        resp.header.revision = self.store.current_revision
+        return resp
+
+    def _revoke(self, lease_id: int) -> None:
+        lessor = self._need_lessor()
+        le = lessor.lookup(lease_id)
+        if le is None:
+            raise LeaseNotFoundError()
+        # etcd: the attached keys, sorted, deleted in one write txn (one revision).
+        with self._write() as txn:
+            rd = _Reader(self.store, txn)
+            for key in sorted(le.keys):
+                self._delete(rd, pb.DeleteRangeRequest(key=key))
+        lessor.revoke(lease_id)
+
+    def _need_lessor(self) -> Lessor:
+        if self.lessor is None:
+            raise LeaseNotFoundError()
+        return self.lessor
+
     # ---- internals -------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[TxnWrite]:
+        """The store's write txn; its events go to ``on_events`` once it ends."""
+        txn = self.store.write()
+        try:
+            yield txn
+        finally:
+            events = txn.end()
+            if events and self.on_events is not None:
+                self.on_events(txn.rev, events)
 
     def _put(self, rd: _Reader, r: pb.PutRequest) -> pb.PutResponse:
         value, lease = r.value, r.lease
@@ -205,8 +277,13 @@ class Applier:
                     value = prev.value
                 if r.ignore_lease:
                     lease = prev.lease
-        rd.txn.put(r.key, value, lease)
+        old = rd.txn.put(r.key, value, lease)
         rd.changed = True
+        if self.lessor is not None:
+            if old is not None and old.lease and old.lease != lease:
+                self.lessor.detach(old.lease, r.key)
+            if lease:
+                self.lessor.attach(lease, r.key)
         resp = pb.PutResponse()
         if r.prev_kv and prev is not None:
             _fill(resp.prev_kv, prev)
@@ -217,6 +294,10 @@ class Applier:
         prevs = rd.txn.delete_range(r.key, r.range_end)
         if prevs:
             rd.changed = True
+            if self.lessor is not None:
+                for kv in prevs:
+                    if kv.lease:
+                        self.lessor.detach(kv.lease, kv.key)
         resp = pb.DeleteRangeResponse(deleted=len(prevs))
         if r.prev_kv:
             add = resp.prev_kvs.add

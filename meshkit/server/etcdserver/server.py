@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 import random
 import struct
@@ -27,8 +28,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from meshkit._internal.clock import Clock, RealClock
 from meshkit._internal.errors import (
     EtcdError,
+    MeshkitError,
     NoLeaderError,
     RequestTooLargeError,
     StoppedError,
@@ -39,7 +42,17 @@ from meshkit.api.meshkitpb import internal_pb2 as ipb
 from meshkit.server.apply import Applier
 from meshkit.server.backend import Backend
 from meshkit.server.etcdserver import ids
+from meshkit.server.etcdserver.compactor import Compactor
+from meshkit.server.lease import (
+    EXPIRY_CHECK_INTERVAL,
+    LEASE_REVOKE_RATE,
+    LeaseExpiredError,
+    Lessor,
+    NotPrimaryError,
+    min_ttl_seconds,
+)
 from meshkit.server.mvcc import KVStore
+from meshkit.server.mvcc.watchable import WatchableStore
 from meshkit.server.raft import (
     ConfChange,
     ConfState,
@@ -98,14 +111,24 @@ class ServerSettings:
     election_ms: int = 1000
     max_request_bytes: int = 1_572_864
     max_txn_ops: int = 128
+    auto_compaction_mode: str = "periodic"
+    auto_compaction_period_s: float = 0.0  # periodic mode; 0 disables
+    auto_compaction_revisions: int = 0  # revision mode; 0 disables
+    grpc_keepalive_min_time_ms: int = 5000
+    grpc_keepalive_interval_ms: int = 2 * 3600 * 1000
+    grpc_keepalive_timeout_ms: int = 20_000
+    # etcd's --experimental-watch-progress-notify-interval (10 min)
+    watch_progress_notify_interval_s: float = 600.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
 class EtcdServer:
     """One etcd member. ``async with EtcdServer(settings) as s:`` starts it."""
 
-    def __init__(self, settings: ServerSettings, *, rand: random.Random | None = None) -> None:
+    def __init__(self, settings: ServerSettings, *, rand: random.Random | None = None,
+                 clock: Clock | None = None) -> None:
         self.settings = settings
+        self.clock: Clock = clock or RealClock()
         self._rand = rand or random.Random()
         self.member_dir = settings.data_dir / "member"
         self.wal_dir = settings.wal_dir or (self.member_dir / "wal")
@@ -149,7 +172,18 @@ class EtcdServer:
         (self.member_dir / "snap").mkdir(parents=True, exist_ok=True)
         self.backend = Backend.open(self.member_dir / "snap" / "db")
         self.store = KVStore(self.backend)
-        self.applier = Applier(self.store)
+        # Leases come back from the backend with their keys from the store; they
+        # live "forever" until this member, as leader, promotes the lessor.
+        self.lessor = Lessor(self.clock, min_ttl=min_ttl_seconds(s.election_ms, s.heartbeat_ms),
+                             backend=self.backend)
+        self.lessor.recover(self.store.leased_keys())
+        self._lease_applied = asyncio.Event()
+        self._apply_hooks.append(self._notify_lease_waiters)
+        self.applier = Applier(self.store, lessor=self.lessor)
+        # Watchers get every write txn's events as it is applied.
+        self.watchable = WatchableStore(self.store, progress_interval=s.watch_progress_notify_interval_s)
+        self.applier.on_events = self.watchable.notify
+        self.watchable.start()
         self.storage = MemoryStorage()
         if WAL.exists(self.wal_dir):
             self._restart()
@@ -171,8 +205,19 @@ class EtcdServer:
         self._tasks = [
             loop.create_task(self._raft_loop(), name="raft-loop"),
             loop.create_task(self._ticker(), name="raft-ticker"),
+            loop.create_task(self._lease_expiry_loop(), name="lease-expiry"),
         ]
         self._wake.set()
+        self.compactor = Compactor(
+            mode=s.auto_compaction_mode,
+            period_s=s.auto_compaction_period_s,
+            revisions=s.auto_compaction_revisions,
+            current_revision=lambda: self.store.current_revision,
+            compact=lambda rev: self.propose(ipb.InternalRequest(compaction=pb.CompactionRequest(revision=rev))),
+            is_leader=self.is_leader,
+            clock=self.clock,
+        )
+        await self.compactor.__aenter__()
         try:
             await asyncio.wait_for(self._leader_ready.wait(), timeout=max(10.0, s.election_ms / 100))
         except TimeoutError:
@@ -194,13 +239,16 @@ class EtcdServer:
                 self.member_id, s.name, s.advertise_peer_urls, s.advertise_client_urls
             )
         self.cluster_id = ids.cluster_id(self.members)
+        # Membership is the data dir's from now on (etcd ignores --initial-cluster
+        # on restart); it is durable before the WAL that marks the dir as used.
+        self._save_members()
+        self.backend.sync()
         self.wal = WAL.create(self.wal_dir, _META.pack(self.member_id, self.cluster_id))
         self.storage.bootstrap(ConfState(voters=tuple(sorted(self.members))))
         self.applied_index = self.store.consistent_index
         log.info("bootstrapped member %x in cluster %x", self.member_id, self.cluster_id)
 
     def _restart(self) -> None:
-        s = self.settings
         mark = self.snapshotter.load_newest()
         self.wal, replay = WAL.open(
             self.wal_dir, from_snapshot=SnapshotMark(mark.index, mark.term) if mark else None
@@ -211,9 +259,6 @@ class EtcdServer:
         if mark is not None:
             self.storage.apply_snapshot(Snapshot(metadata=mark))
             self._snapshot_index = mark.index
-            voters = mark.conf_state.voters
-        else:
-            voters = ()
         hs = replay.hard_state
         applied = self.store.consistent_index
         last = replay.entries[-1].index if replay.entries else (mark.index if mark else 0)
@@ -223,9 +268,7 @@ class EtcdServer:
             hs = HardState(term=hs.term, vote=hs.vote, commit=min(applied, last))
         self.storage.set_hard_state(hs)
         self.storage.append(replay.entries)
-        for mid in voters:
-            self.members.setdefault(mid, MemberInfo(mid, "", (), ()))
-        self._bootstrap_members_from_config()
+        self._load_members()
         if mark is None and not replay.entries and hs.is_empty():
             # Crashed after creating the WAL but before the bootstrap entries
             # were persisted: bootstrap again, nothing was ever acknowledged.
@@ -236,23 +279,31 @@ class EtcdServer:
             "restarted member %x: applied %d, %d wal entries to replay",
             self.member_id, applied, max(0, last - applied),
         )
-        del s
 
-    def _bootstrap_members_from_config(self) -> None:
+    def _save_members(self) -> None:
+        for m in self.members.values():
+            self.backend.bucket_put("members", struct.pack(">Q", m.id), json.dumps({
+                "name": m.name, "peerURLs": list(m.peer_urls),
+                "clientURLs": list(m.client_urls), "isLearner": m.is_learner,
+            }).encode())
+
+    def _load_members(self) -> None:
         s = self.settings
-        peers: dict[str, list[str]] = {}
-        for name, url in s.initial_cluster:
-            peers.setdefault(name, []).append(url)
-        for name, urls in peers.items():
-            mid = ids.member_id(urls, s.initial_cluster_token)
-            if mid == self.member_id or mid in self.members or not self.members:
-                self.members[mid] = MemberInfo(
-                    mid, name, tuple(urls), s.advertise_client_urls if mid == self.member_id else ()
-                )
+        for key, raw in self.backend.bucket_items("members"):
+            (mid,) = struct.unpack(">Q", key)
+            d = json.loads(raw)
+            self.members[mid] = MemberInfo(mid, d["name"], tuple(d["peerURLs"]),
+                                           tuple(d["clientURLs"]), bool(d["isLearner"]))
         if self.member_id not in self.members:
-            self.members[self.member_id] = MemberInfo(
-                self.member_id, s.name, s.advertise_peer_urls, s.advertise_client_urls
+            raise MeshkitError(
+                f"member {self.member_id:x} is not in the membership stored in {self.member_dir}"
             )
+        # Like etcd's publish at start: this member's name and client URLs are
+        # what it was started with now (peer URLs change only via MemberUpdate).
+        me = self.members[self.member_id]
+        self.members[self.member_id] = MemberInfo(
+            me.id, s.name, me.peer_urls, s.advertise_client_urls, me.is_learner
+        )
 
     async def close(self) -> None:
         if self._closed:
@@ -260,6 +311,10 @@ class EtcdServer:
         self._closed = True
         self._closing = True
         self._wake.set()
+        with contextlib.suppress(Exception):
+            await self.compactor.close()
+        with contextlib.suppress(Exception):
+            await self.watchable.close()
         for t in self._tasks:
             t.cancel()
         for t in self._tasks:
@@ -290,8 +345,61 @@ class EtcdServer:
     def is_leader(self) -> bool:
         return bool(self.node.role == StateRole.LEADER)
 
+    # ---- leases ----------------------------------------------------------------
+
+    def new_lease_id(self) -> int:
+        """A lease id as etcd picks one: the next request id, as a positive int63."""
+        while True:
+            lid = self._next_id & ((1 << 63) - 1)
+            self._next_id += 1
+            if lid:
+                return lid
+
+    async def lease_renew(self, lease_id: int) -> int:
+        """Renew on the leader; returns the granted TTL. An expired lease whose
+        revocation is in flight waits for it and then is not found, as in etcd."""
+        deadline = 0.0
+        while True:
+            if self._closing:
+                raise StoppedError()
+            if not self.is_leader():
+                # etcd forwards the renewal to the leader over the peer HTTP API.
+                raise NotImplementedError("keep-alive on a follower comes with the Raft cluster issue")
+            try:
+                return self.lessor.renew(lease_id)
+            except (LeaseExpiredError, NotPrimaryError):
+                # Wait for the revocation (or the promotion) to be applied.
+                now = asyncio.get_running_loop().time()
+                deadline = deadline or now + REQUEST_TIMEOUT
+                left = deadline - now
+                if left <= 0:
+                    raise TimeoutError_() from None
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._lease_applied.wait(), min(left, EXPIRY_CHECK_INTERVAL))
+
+    def _notify_lease_waiters(self) -> None:
+        ev = self._lease_applied
+        self._lease_applied = asyncio.Event()
+        ev.set()
+
+    async def _lease_expiry_loop(self) -> None:
+        """Leader only: propose the revocation of expired leases every 500 ms,
+        at most etcd's revoke rate. Every member then deletes the same keys at
+        the same revision."""
+        while True:
+            await self.clock.sleep(EXPIRY_CHECK_INTERVAL)
+            if self._closing or not self.is_leader():
+                continue
+            expired = self.lessor.find_expired(int(LEASE_REVOKE_RATE * EXPIRY_CHECK_INTERVAL))
+            if expired:
+                try:
+                    await self.propose(ipb.InternalRequest(lease_expire=ipb.LeaseExpireRequest(ids=expired)))
+                except EtcdError as e:  # retried after the lessor's retry interval
+                    log.warning("revoking %d expired leases failed: %s", len(expired), e)
+
     def _single_voter(self) -> bool:
-        return len(self.members) == 1 and self.member_id in self.members
+        voters = self.node.conf_state().voters
+        return len(voters) == 1 and self.member_id in voters
 
     async def propose(self, req: ipb.InternalRequest) -> Any:
         """Put a request through the log; returns what applying it returned."""
@@ -362,6 +470,8 @@ class EtcdServer:
                 rd = node.ready()
                 if rd.soft_state is not None and node.role == StateRole.LEADER:
                     self._leader_ready.set()
+                if rd.soft_state is not None and node.role != StateRole.LEADER and self.lessor.is_primary:
+                    self.lessor.demote()
                 if rd.hard_state is not None or rd.entries:
                     self.wal.save(rd.hard_state, rd.entries)
                     if rd.must_sync:
@@ -402,7 +512,12 @@ class EtcdServer:
                 # Bootstrap entries (the initial members) arrive here too; adding
                 # and removing members at run time comes with the cluster issue.
                 self.node.apply_conf_change(ConfChange.decode(e.data))
-            elif e.data:
+            elif not e.data:
+                # The new leader's empty entry: promote the lessor once this
+                # member has applied the previous terms (etcd: Promote(electionTimeout)).
+                if self.is_leader():
+                    self.lessor.promote(self.settings.election_ms / 1000.0)
+            else:
                 req = ipb.InternalRequest.FromString(e.data)
                 waiter = self._waiters.get(req.header.id)
                 try:
@@ -429,6 +544,14 @@ class EtcdServer:
             return applier.txn(req.txn)
         if kind == "compaction":
             return applier.compact(req.compaction)
+        if kind == "lease_grant":
+            return applier.lease_grant(req.lease_grant)
+        if kind == "lease_revoke":
+            return applier.lease_revoke(req.lease_revoke)
+        if kind == "lease_expire":
+            return applier.lease_expire(req.lease_expire)
+        if kind == "lease_checkpoint":
+            return applier.lease_checkpoint(req.lease_checkpoint)
         raise NotImplementedError(f"applying {kind!r} requests is not implemented yet")
 
     def _maybe_commit_backend(self) -> None:

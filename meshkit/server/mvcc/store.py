@@ -87,6 +87,14 @@ class KVStore:
         """Number of keys in the index (live and tombstoned, until compacted)."""
         return len(self._index)
 
+    def leased_keys(self) -> Iterable[tuple[bytes, int]]:
+        """(key, lease) for every live key attached to a lease, from the
+        in-memory latest values (the lessor rebuilds lease -> keys from it)."""
+        for ki in self._index._d.values():
+            kv = ki.kv
+            if kv is not None and kv.lease:
+                yield kv.key, kv.lease
+
     # ------------------------------------------------------------------ reads
     def range(
         self,

@@ -7,6 +7,7 @@ to the constructor, I/O is the driver's job (see ``RaftNode.ready``).
 from __future__ import annotations
 
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from meshkit.server.raft.log import RaftLog
@@ -224,6 +225,17 @@ class RaftNode:
         """Append a normal entry; raises ProposalDroppedError unless this node leads."""
         self._check_can_propose()
         self._step(Message(MT.MsgProp, frm=self.id, entries=(Entry(0, 0, EntryType.NORMAL, data),)))
+
+    def propose_many(self, datas: Sequence[bytes]) -> None:
+        """Append several normal entries in one step (one MsgProp): what a driver's
+        group commit wants; raises ProposalDroppedError unless this node leads."""
+        if not datas:
+            return
+        self._check_can_propose()
+        normal = EntryType.NORMAL
+        self._step(
+            Message(MT.MsgProp, frm=self.id, entries=tuple(Entry(0, 0, normal, d) for d in datas))
+        )
 
     def propose_conf_change(self, cc: ConfChange) -> bool:
         """Propose a membership change. Returns False when another change is still pending
