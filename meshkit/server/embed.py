@@ -58,6 +58,24 @@ def grpc_options(max_request_bytes: int, keepalive_min_time_ms: int = 5000,
     ]
 
 
+class _GenericOnly:
+    """Lets the generated ``add_*Servicer_to_server`` register generic handlers only.
+
+    grpc.aio (1.85) keeps one pending future per *registered* method and waits on
+    all of them for every incoming call: with ~25 etcd methods that cost ~35 us of
+    CPU per RPC here. Generic handlers are found by one dict lookup instead.
+    """
+
+    def __init__(self, server: grpc.aio.Server) -> None:
+        self._server = server
+
+    def add_generic_rpc_handlers(self, handlers: Any) -> None:
+        self._server.add_generic_rpc_handlers(handlers)
+
+    def add_registered_method_handlers(self, service: str, handlers: Any) -> None:
+        pass  # the same handlers arrive through add_generic_rpc_handlers
+
+
 class EmbeddedServer:
     def __init__(self, settings: ServerSettings, listen: Sequence[tuple[str, int]],
                  *, grpc_extra_options: Sequence[tuple[str, Any]] = ()) -> None:
@@ -100,10 +118,11 @@ class EmbeddedServer:
         await self.etcd.start()
         try:
             server = grpc.aio.server(options=self._grpc_options)
-            rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.etcd), server)
-            rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.etcd), server)
-            rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), server)
-            rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), server)
+            generic = _GenericOnly(server)
+            rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.etcd), generic)
+            rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.etcd), generic)
+            rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), generic)
+            rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), generic)
             add_watch_service(server, self.etcd)
             for host, port in self.listen:
                 try:
