@@ -486,7 +486,8 @@ FLAGS: tuple[FlagSpec, ...] = (
           help="The maximum revisions deleted in each compaction batch."),
     _spec("experimental-peer-skip-client-san-verification", "bool", False, "unsupported", yaml=False,
           help="Skip verification of SAN field in client certificate for peer connections."),
-    _spec("experimental-watch-progress-notify-interval", "duration", 600 * _SEC, "unsupported",
+    _spec("experimental-watch-progress-notify-interval", "duration", 600 * _SEC, "works",
+          "watch_progress_notify_interval_ms",
           help="Duration of periodical watch progress notification."),
     _spec("experimental-warning-apply-duration", "duration", 100 * _MS, "unsupported",
           help="Warning is generated if requests take more than this duration."),
@@ -550,6 +551,7 @@ class ServerConfig:
     max_txn_ops: int = 128
     max_request_bytes: int = 1572864
     grpc_keepalive_min_time_ms: int = 5000
+    watch_progress_notify_interval_ms: int = 600_000
     grpc_keepalive_interval_ms: int = 7_200_000
     grpc_keepalive_timeout_ms: int = 20000
     strict_reconfig_check: bool = True

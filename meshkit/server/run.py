@@ -37,6 +37,7 @@ def settings_from_config(cfg: Any) -> Any:
         grpc_keepalive_min_time_ms=cfg.grpc_keepalive_min_time_ms,
         grpc_keepalive_interval_ms=cfg.grpc_keepalive_interval_ms,
         grpc_keepalive_timeout_ms=cfg.grpc_keepalive_timeout_ms,
+        watch_progress_notify_interval_s=cfg.watch_progress_notify_interval_ms / 1000.0,
     )
 
 
