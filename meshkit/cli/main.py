@@ -16,9 +16,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "meshkit.cli.server",
         "Run an etcd 3.4 compatible server (etcd's flags, ETCD_* variables)",
     ),
+    "register": ("meshkit.cli.register", "Register a service instance with health checks (sidecar)"),
+    "services": ("meshkit.cli.services", "List registered services and instances (health, weight, zone, TTL)"),
 }
 # Announced in the docs; each gets its module when it is built.
-PLANNED = ("ctl", "register", "confd", "metad", "config", "xds", "dashboard")
+PLANNED = ("ctl", "confd", "metad", "config", "xds", "dashboard")
 
 
 def usage() -> str:

@@ -31,9 +31,19 @@ def require_reference_binaries() -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct free ports: all bound at once, so one is never handed out twice."""
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+    finally:
+        for s in socks:
+            s.close()
 
 
 def wait_port(port: int, timeout: float = 15.0, proc: subprocess.Popen[bytes] | None = None) -> None:
@@ -89,7 +99,7 @@ def start_etcd(tmp: Path, *extra: str, name: str = "default") -> ServerProc:
     """Start the real etcd (Debian etcd-server) on free loopback ports."""
     if ETCD is None:
         require_reference_binaries()
-    cport, pport = free_port(), free_port()
+    cport, pport = free_ports(2)
     data = tmp / "etcd-data"
     log = tmp / "etcd.log"
     with open(log, "wb") as out:
@@ -105,7 +115,9 @@ def start_etcd(tmp: Path, *extra: str, name: str = "default") -> ServerProc:
 def start_meshkit(tmp: Path, *extra: str, name: str = "default", data_dir: Path | None = None,
                   client_port: int | None = None) -> ServerProc:
     """Start `meshkit server` as a real subprocess with etcd's flags."""
-    cport, pport = client_port or free_port(), free_port()
+    fresh = free_ports(2)
+    cport = client_port or fresh[0]
+    pport = next(p for p in fresh if p != cport)
     data = data_dir or (tmp / "meshkit-data")
     log = tmp / f"meshkit-{cport}.log"
     with open(log, "ab") as out:
