@@ -18,8 +18,10 @@ import grpc
 
 from meshkit._internal.errors import MeshkitError
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
+from meshkit.server.api.election import add_election_service
 from meshkit.server.api.kv import KVService
 from meshkit.server.api.lease import LeaseService
+from meshkit.server.api.lock import add_lock_service
 from meshkit.server.api.maintenance import ClusterService, MaintenanceService
 from meshkit.server.api.watch import add_watch_service
 from meshkit.server.etcdserver.server import EtcdServer, ServerSettings
@@ -124,6 +126,8 @@ class EmbeddedServer:
             rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), generic)
             rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), generic)
             add_watch_service(server, self.etcd)
+            add_lock_service(generic, self.etcd)
+            add_election_service(generic, self.etcd)
             for host, port in self.listen:
                 try:
                     bound = server.add_insecure_port(f"{host}:{port}")
