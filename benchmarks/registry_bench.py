@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import multiprocessing as mp
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -25,7 +24,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ServerProc, WorkDir  # noqa: E402
+from _common import ServerProc, WorkDir
 
 SERVICE = "bench"
 WATCHER_PROCS = 4
