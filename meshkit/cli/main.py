@@ -19,9 +19,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "register": ("meshkit.cli.register", "Register a service instance with health checks (sidecar)"),
     "services": ("meshkit.cli.services", "List registered services and instances (health, weight, zone, TTL)"),
     "confd": ("meshkit.cli.confd", "Render templates from etcd keys, check them, swap them in atomically, reload"),
+    "config": ("meshkit.cli.config", "Publish, version, diff, roll back and watch application config (config center)"),
 }
 # Announced in the docs; each gets its module when it is built.
-PLANNED = ("ctl", "metad", "config", "xds", "dashboard")
+PLANNED = ("ctl", "metad", "xds", "dashboard")
 
 
 def usage() -> str:
