@@ -104,6 +104,7 @@ TimeoutDueToConnectionLostError = _define("TimeoutDueToConnectionLostError", _C.
 UnhealthyError = _define("UnhealthyError", _C.UNAVAILABLE, "etcdserver: unhealthy cluster")
 CorruptError = _define("CorruptError", _C.DATA_LOSS, "etcdserver: corrupt cluster")
 NotSupportedForLearnerError = _define("NotSupportedForLearnerError", _C.UNAVAILABLE, "etcdserver: rpc not supported for learner")
+TimeoutLeaderTransferError = _define("TimeoutLeaderTransferError", _C.UNAVAILABLE, "etcdserver: request timed out, leader transfer took too long")
 BadLeaderTransfereeError = _define("BadLeaderTransfereeError", _C.FAILED_PRECONDITION, "etcdserver: bad leader transferee")
 
 _BY_MESSAGE: dict[str, type[EtcdError]] = {

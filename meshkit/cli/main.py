@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "meshkit.cli.server",
         "Run an etcd 3.4 compatible server (etcd's flags, ETCD_* variables)",
     ),
+    "cluster": ("meshkit.cli.cluster", "Start N members on loopback ports for development (like etcd's Procfile)"),
     "register": ("meshkit.cli.register", "Register a service instance with health checks (sidecar)"),
     "services": ("meshkit.cli.services", "List registered services and instances (health, weight, zone, TTL)"),
     "confd": ("meshkit.cli.confd", "Render templates from etcd keys, check them, swap them in atomically, reload"),

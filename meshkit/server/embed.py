@@ -25,6 +25,7 @@ from meshkit.server.api.lock import add_lock_service
 from meshkit.server.api.maintenance import ClusterService, MaintenanceService
 from meshkit.server.api.watch import add_watch_service
 from meshkit.server.etcdserver.server import EtcdServer, ServerSettings
+from meshkit.server.transport import Transport
 
 log = logging.getLogger("meshkit.server")
 
@@ -80,10 +81,11 @@ class _GenericOnly:
 
 class EmbeddedServer:
     def __init__(self, settings: ServerSettings, listen: Sequence[tuple[str, int]],
-                 *, grpc_extra_options: Sequence[tuple[str, Any]] = ()) -> None:
+                 *, grpc_extra_options: Sequence[tuple[str, Any]] = (),
+                 transport: Transport | None = None) -> None:
         self.settings = settings
         self.listen = list(listen)
-        self.etcd = EtcdServer(settings)
+        self.etcd = EtcdServer(settings, transport=transport)
         self._grpc: grpc.aio.Server | None = None
         self._grpc_options = [
             *grpc_options(

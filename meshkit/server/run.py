@@ -26,6 +26,9 @@ def settings_from_config(cfg: Any) -> Any:
         initial_cluster_token=cfg.initial_cluster_token,
         advertise_peer_urls=tuple(cfg.initial_advertise_peer_urls),
         advertise_client_urls=tuple(cfg.advertise_client_urls),
+        initial_cluster_state=cfg.initial_cluster_state,
+        listen_peer=tuple((h, p) for h, p, _ in cfg.listen_addresses("peer")),
+        strict_reconfig_check=cfg.strict_reconfig_check,
         snapshot_count=cfg.snapshot_count,
         heartbeat_ms=cfg.heartbeat_interval_ms,
         election_ms=cfg.election_timeout_ms,
@@ -49,6 +52,9 @@ async def serve(cfg: Any) -> None:
         if scheme != "http":
             raise MeshkitError(f"TLS client URLs ({scheme}://{host}:{port}) are not supported yet")
         listen.append((host, port))
+    for host, port, scheme in cfg.listen_addresses("peer"):
+        if scheme != "http":
+            raise MeshkitError(f"TLS peer URLs ({scheme}://{host}:{port}) are not supported yet")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):

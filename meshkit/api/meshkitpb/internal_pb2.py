@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from meshkit.api.etcdserverpb import rpc_pb2 as meshkit_dot_api_dot_etcdserverpb_dot_rpc__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$meshkit/api/meshkitpb/internal.proto\x12\tmeshkitpb\x1a\"meshkit/api/etcdserverpb/rpc.proto\"D\n\rRequestHeader\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x15\n\rauth_revision\x18\x03 \x01(\x04\"!\n\x12LeaseExpireRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"\xa1\x04\n\x0fInternalRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x18.meshkitpb.RequestHeader\x12\'\n\x03put\x18\x02 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x04 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x05 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\x06 \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12@\n\x10lease_checkpoint\x18\x08 \x01(\x0b\x32$.etcdserverpb.LeaseCheckpointRequestH\x00\x12\x35\n\x0clease_expire\x18\t \x01(\x0b\x32\x1d.meshkitpb.LeaseExpireRequestH\x00\x12+\n\x05\x61larm\x18\n \x01(\x0b\x32\x1a.etcdserverpb.AlarmRequestH\x00\x42\t\n\x07requestb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n$meshkit/api/meshkitpb/internal.proto\x12\tmeshkitpb\x1a\"meshkit/api/etcdserverpb/rpc.proto\"D\n\rRequestHeader\x12\n\n\x02id\x18\x01 \x01(\x04\x12\x10\n\x08username\x18\x02 \x01(\t\x12\x15\n\rauth_revision\x18\x03 \x01(\x04\"!\n\x12LeaseExpireRequest\x12\x0b\n\x03ids\x18\x01 \x03(\x03\"I\n\x11MemberAttrRequest\x12\x11\n\tmember_id\x18\x01 \x01(\x04\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_urls\x18\x03 \x03(\t\"\xd6\x04\n\x0fInternalRequest\x12(\n\x06header\x18\x01 \x01(\x0b\x32\x18.meshkitpb.RequestHeader\x12\'\n\x03put\x18\x02 \x01(\x0b\x32\x18.etcdserverpb.PutRequestH\x00\x12\x38\n\x0c\x64\x65lete_range\x18\x03 \x01(\x0b\x32 .etcdserverpb.DeleteRangeRequestH\x00\x12\'\n\x03txn\x18\x04 \x01(\x0b\x32\x18.etcdserverpb.TxnRequestH\x00\x12\x35\n\ncompaction\x18\x05 \x01(\x0b\x32\x1f.etcdserverpb.CompactionRequestH\x00\x12\x36\n\x0blease_grant\x18\x06 \x01(\x0b\x32\x1f.etcdserverpb.LeaseGrantRequestH\x00\x12\x38\n\x0clease_revoke\x18\x07 \x01(\x0b\x32 .etcdserverpb.LeaseRevokeRequestH\x00\x12@\n\x10lease_checkpoint\x18\x08 \x01(\x0b\x32$.etcdserverpb.LeaseCheckpointRequestH\x00\x12\x35\n\x0clease_expire\x18\t \x01(\x0b\x32\x1d.meshkitpb.LeaseExpireRequestH\x00\x12+\n\x05\x61larm\x18\n \x01(\x0b\x32\x1a.etcdserverpb.AlarmRequestH\x00\x12\x33\n\x0bmember_attr\x18\x0b \x01(\x0b\x32\x1c.meshkitpb.MemberAttrRequestH\x00\x42\t\n\x07requestb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,6 +36,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_REQUESTHEADER']._serialized_end=155
   _globals['_LEASEEXPIREREQUEST']._serialized_start=157
   _globals['_LEASEEXPIREREQUEST']._serialized_end=190
-  _globals['_INTERNALREQUEST']._serialized_start=193
-  _globals['_INTERNALREQUEST']._serialized_end=738
+  _globals['_MEMBERATTRREQUEST']._serialized_start=192
+  _globals['_MEMBERATTRREQUEST']._serialized_end=265
+  _globals['_INTERNALREQUEST']._serialized_start=268
+  _globals['_INTERNALREQUEST']._serialized_end=866
 # @@protoc_insertion_point(module_scope)

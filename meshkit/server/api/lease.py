@@ -69,19 +69,11 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         self, request: pb.LeaseTimeToLiveRequest, context: grpc.aio.ServicerContext
     ) -> pb.LeaseTimeToLiveResponse:
         s = self.s
-        if not s.is_leader():
-            # etcd forwards TimeToLive to the leader over the peer HTTP API.
-            raise NotImplementedError("TimeToLive on a follower comes with the Raft cluster issue")
-        le = s.lessor.lookup(request.ID)
-        if le is None:
-            resp = pb.LeaseTimeToLiveResponse(ID=request.ID, TTL=-1)
-        else:
-            remaining = le.remaining(s.clock.monotonic())
-            # Go's int64(d.Seconds()) truncates toward zero.
-            ttl = int(remaining) if remaining != float("inf") else 2**63 // 10**9
-            resp = pb.LeaseTimeToLiveResponse(ID=le.id, TTL=ttl, grantedTTL=le.ttl)
-            if request.keys:
-                resp.keys.extend(sorted(le.keys))
+        try:
+            # Forwarded to the leader from a follower (etcd: over the peer API).
+            resp = await s.lease_time_to_live(request.ID, request.keys)
+        except EtcdError as e:
+            await abort(context, e)
         s.header(resp.header)
         return resp
 

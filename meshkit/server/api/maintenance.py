@@ -1,10 +1,12 @@
-"""etcdserverpb.Maintenance and etcdserverpb.Cluster (read side for one member).
+"""etcdserverpb.Maintenance and etcdserverpb.Cluster.
 
 RPCs not listed here answer gRPC UNIMPLEMENTED (the servicer base class); see
 docs/compat.md for their status.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import grpc
 
@@ -32,7 +34,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             raftIndex=s.committed_index,
             raftTerm=s.term,
             raftAppliedIndex=s.applied_index,
-            isLearner=False,
+            isLearner=s.is_learner(),
         )
         s.header(resp.header)
         return resp
@@ -69,11 +71,24 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         return resp
 
 
+    async def MoveLeader(
+        self, request: pb.MoveLeaderRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MoveLeaderResponse:
+        s = self.s
+        try:
+            await s.move_leader(request.targetID)
+        except EtcdError as e:
+            await abort(context, e)
+        resp = pb.MoveLeaderResponse()
+        s.header(resp.header)
+        return resp
+
+
 class ClusterService(rpc_pb2_grpc.ClusterServicer):
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
 
-    def _members(self, resp: pb.MemberListResponse) -> None:
+    def _members(self, resp: Any) -> None:
         for m in sorted(self.s.members.values(), key=lambda m: m.id):
             resp.members.add(
                 ID=m.id, name=m.name, peerURLs=list(m.peer_urls),
@@ -86,4 +101,59 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
         resp = pb.MemberListResponse()
         self._members(resp)
         self.s.header(resp.header)
+        return resp
+
+    async def MemberAdd(
+        self, request: pb.MemberAddRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MemberAddResponse:
+        s = self.s
+        try:
+            m, _ = await s.member_add(list(request.peerURLs), request.isLearner)
+        except EtcdError as e:
+            await abort(context, e)
+        resp = pb.MemberAddResponse()
+        resp.member.ID = m.id
+        resp.member.peerURLs.extend(m.peer_urls)
+        resp.member.isLearner = m.is_learner
+        self._members(resp)
+        s.header(resp.header)
+        return resp
+
+    async def MemberRemove(
+        self, request: pb.MemberRemoveRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MemberRemoveResponse:
+        s = self.s
+        try:
+            await s.member_remove(request.ID)
+        except EtcdError as e:
+            await abort(context, e)
+        resp = pb.MemberRemoveResponse()
+        self._members(resp)
+        s.header(resp.header)
+        return resp
+
+    async def MemberUpdate(
+        self, request: pb.MemberUpdateRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MemberUpdateResponse:
+        s = self.s
+        try:
+            await s.member_update(request.ID, list(request.peerURLs))
+        except EtcdError as e:
+            await abort(context, e)
+        resp = pb.MemberUpdateResponse()
+        self._members(resp)
+        s.header(resp.header)
+        return resp
+
+    async def MemberPromote(
+        self, request: pb.MemberPromoteRequest, context: grpc.aio.ServicerContext
+    ) -> pb.MemberPromoteResponse:
+        s = self.s
+        try:
+            await s.member_promote(request.ID)
+        except EtcdError as e:
+            await abort(context, e)
+        resp = pb.MemberPromoteResponse()
+        self._members(resp)
+        s.header(resp.header)
         return resp

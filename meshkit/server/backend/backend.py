@@ -228,6 +228,17 @@ class Backend:
         free = self._conn.execute("PRAGMA freelist_count").fetchone()[0]
         return int(page_size * (page_count - free))
 
+    def snapshot_bytes(self) -> bytes:
+        """Commit, then a consistent copy of the whole database (sqlite's backup
+        API) as bytes: what a leader ships to a follower behind its log."""
+        self.commit()
+        dst = sqlite3.connect(":memory:")
+        try:
+            self._conn.backup(dst)
+            return dst.serialize()
+        finally:
+            dst.close()
+
     def defragment(self) -> None:
         """Commit, then rebuild the file without free pages (etcd's defrag)."""
         self.commit()

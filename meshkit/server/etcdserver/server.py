@@ -12,6 +12,16 @@ The store persists the log index it applied (the consistent index) in the same
 backend transaction as the data, so a restart replays only the WAL tail after
 it. Every ``snapshot_count`` applied entries the backend is made durable, a
 snapshot mark is written and older WAL segments are released.
+
+Several members: Raft messages leave through the transport (after the entries
+and hard state of their Ready are durable) and arrive in ``receive``, to be
+stepped by the loop. A follower forwards proposals to the leader as one
+MsgProp per batch (the leader proposes their entries); with no leader they wait
+for one until their deadline. Linearizable reads share ReadIndex rounds: every
+read waiting when a round starts is answered by it. Lease renewals and
+time-to-live are forwarded to the leader over the transport. Membership changes
+are conf-change entries whose context carries the member; every member applies
+them to its member list (kept in the backend bucket "members") and transport.
 """
 
 from __future__ import annotations
@@ -28,17 +38,32 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import grpc
+
 from meshkit._internal.clock import Clock, RealClock
 from meshkit._internal.errors import (
+    BadLeaderTransfereeError,
     EtcdError,
+    LearnerNotReadyError,
+    MemberBadURLsError,
+    MemberExistError,
+    MemberNotEnoughStartedError,
+    MemberNotFoundError,
+    MemberNotLearnerError,
     MeshkitError,
-    NoLeaderError,
+    NotLeaderError,
+    PeerURLExistError,
     RequestTooLargeError,
     StoppedError,
     TimeoutError_,
+    TimeoutLeaderTransferError,
+    TooManyLearnersError,
+    UnhealthyError,
+    from_status,
 )
 from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.meshkitpb import internal_pb2 as ipb
+from meshkit.api.meshkitpb import raft_pb2 as rpb
 from meshkit.server.apply import Applier
 from meshkit.server.backend import Backend
 from meshkit.server.etcdserver import ids
@@ -55,18 +80,24 @@ from meshkit.server.mvcc import KVStore
 from meshkit.server.mvcc.watchable import WatchableStore
 from meshkit.server.raft import (
     ConfChange,
+    ConfChangeType,
     ConfState,
+    Entry,
     EntryType,
     HardState,
     MemoryStorage,
+    Message,
+    MessageType,
     ProposalDroppedError,
     RaftConfig,
+    RaftError,
     RaftNode,
     Snapshot,
     SnapshotMetadata,
     StateRole,
 )
 from meshkit.server.snap import Snapshotter
+from meshkit.server.transport import GrpcTransport, PeerUnreachableError, Transport
 from meshkit.server.wal import WAL, SnapshotMark
 
 log = logging.getLogger("meshkit.server")
@@ -78,6 +109,13 @@ CATCH_UP_ENTRIES = 5000
 BACKEND_COMMIT_INTERVAL = 0.1
 REQUEST_TIMEOUT = 7.0
 _META = struct.Struct(">QQ")
+# etcd's maxLearners and the share of the leader's log a learner must have
+# before it may be promoted (readyPercent).
+MAX_LEARNERS = 1
+# etcd's HealthInterval: a member must have been connected this long to count.
+HEALTH_INTERVAL = 5.0
+LEARNER_READY_PERCENT = 0.9
+_CODES = {c.value[0]: c for c in grpc.StatusCode}
 
 
 @dataclass(frozen=True)
@@ -92,8 +130,31 @@ class MemberInfo:
 @dataclass(slots=True)
 class _Waiter:
     future: asyncio.Future[Any]
-    request: ipb.InternalRequest
+    request: Any
     deadline: float
+
+
+@dataclass(slots=True)
+class _ReadRound:
+    ctx: bytes
+    waiters: list[tuple[asyncio.Future[None], float]]
+    started: float
+
+
+class MemberRemovedError(StoppedError):  # type: ignore[misc,valid-type]
+    """This member was removed from the cluster (etcd exits with this text)."""
+
+    message = "the member has been permanently removed from the cluster"
+
+
+def member_to_json(m: MemberInfo) -> dict[str, Any]:
+    return {"id": m.id, "name": m.name, "peerURLs": list(m.peer_urls),
+            "clientURLs": list(m.client_urls), "isLearner": m.is_learner}
+
+
+def member_from_json(d: dict[str, Any]) -> MemberInfo:
+    return MemberInfo(int(d["id"]), d["name"], tuple(d["peerURLs"]), tuple(d["clientURLs"]),
+                      bool(d["isLearner"]))
 
 
 @dataclass
@@ -107,6 +168,11 @@ class ServerSettings:
     initial_cluster_token: str
     advertise_peer_urls: tuple[str, ...]
     advertise_client_urls: tuple[str, ...]
+    initial_cluster_state: str = "new"
+    # Peer listen addresses; empty: no peer listener (a lone member started by
+    # a test). A cluster of several members needs them (or an injected transport).
+    listen_peer: tuple[tuple[str, int], ...] = ()
+    strict_reconfig_check: bool = True
     snapshot_count: int = 100_000
     heartbeat_ms: int = 100
     election_ms: int = 1000
@@ -127,8 +193,19 @@ class EtcdServer:
     """One etcd member. ``async with EtcdServer(settings) as s:`` starts it."""
 
     def __init__(self, settings: ServerSettings, *, rand: random.Random | None = None,
-                 clock: Clock | None = None) -> None:
+                 clock: Clock | None = None, transport: Transport | None = None) -> None:
         self.settings = settings
+        self.transport: Transport = transport or GrpcTransport(settings.listen_peer)
+        self._inbox: list[Message] = []
+        self._actions: list[Callable[[], None]] = []
+        self._held: list[tuple[int, bytes]] = []
+        self._read_waiting: list[tuple[asyncio.Future[None], float]] = []
+        self._read_round: _ReadRound | None = None
+        self._read_ready: list[tuple[int, list[tuple[asyncio.Future[None], float]]]] = []
+        self._read_seq = 0
+        self._removed = False
+        self._publish_needed = False
+        self._conf_lock = asyncio.Lock()
         self.clock: Clock = clock or RealClock()
         self._rand = rand or random.Random()
         self.member_dir = settings.data_dir / "member"
@@ -142,7 +219,7 @@ class EtcdServer:
         self._snapshot_index = 0
         self._waiters: dict[int, _Waiter] = {}
         self._next_id = self._rand.getrandbits(40) << 16
-        self._proposals: list[bytes] = []
+        self._proposals: list[tuple[int, bytes]] = []
         self._wake = asyncio.Event()
         self._ticks = 0
         self._closing = False
@@ -189,6 +266,8 @@ class EtcdServer:
         self.storage = MemoryStorage()
         if WAL.exists(self.wal_dir):
             self._restart()
+        elif s.initial_cluster_state == "existing":
+            await self._join()
         else:
             self._bootstrap()
         cfg = RaftConfig(
@@ -200,6 +279,10 @@ class EtcdServer:
             applied=self.applied_index,
         )
         self.node = RaftNode(cfg, self.storage, rand=self._rand)
+        await self.transport.start(self)
+        for m in self.members.values():
+            if m.id != self.member_id:
+                self.transport.set_peer(m.id, m.peer_urls)
         if self._single_voter():
             # A lone voter needs no election timeout to know it wins.
             self.node.campaign()
@@ -209,6 +292,8 @@ class EtcdServer:
             loop.create_task(self._ticker(), name="raft-ticker"),
             loop.create_task(self._lease_expiry_loop(), name="lease-expiry"),
         ]
+        if self._publish_needed:
+            self._tasks.append(loop.create_task(self._publish(), name="publish"))
         self._wake.set()
         self.compactor = Compactor(
             mode=s.auto_compaction_mode,
@@ -220,6 +305,9 @@ class EtcdServer:
             clock=self.clock,
         )
         await self.compactor.__aenter__()
+        if not self._single_voter():
+            # Several members: serve at once (as etcd); requests wait for a leader.
+            return
         try:
             await asyncio.wait_for(self._leader_ready.wait(), timeout=max(10.0, s.election_ms / 100))
         except TimeoutError:
@@ -230,10 +318,14 @@ class EtcdServer:
         peers: dict[str, list[str]] = {}
         for name, url in s.initial_cluster:
             peers.setdefault(name, []).append(url)
+        several = len(peers) > 1
         for name, urls in peers.items():
             mid = ids.member_id(urls, s.initial_cluster_token)
+            # With several members, each publishes its own client URLs through
+            # the log once there is a leader (etcd's publish).
             self.members[mid] = MemberInfo(
-                mid, name, tuple(urls), s.advertise_client_urls if name == s.name else ()
+                mid, name, tuple(urls),
+                s.advertise_client_urls if name == s.name and not several else (),
             )
         self.member_id = ids.member_id(peers.get(s.name, list(s.advertise_peer_urls)), s.initial_cluster_token)
         if self.member_id not in self.members:
@@ -241,6 +333,8 @@ class EtcdServer:
                 self.member_id, s.name, s.advertise_peer_urls, s.advertise_client_urls
             )
         self.cluster_id = ids.cluster_id(self.members)
+        if several:
+            self._publish_needed = True
         # Membership is the data dir's from now on (etcd ignores --initial-cluster
         # on restart); it is durable before the WAL that marks the dir as used.
         self._save_members()
@@ -248,7 +342,43 @@ class EtcdServer:
         self.wal = WAL.create(self.wal_dir, _META.pack(self.member_id, self.cluster_id))
         self.storage.bootstrap(ConfState(voters=tuple(sorted(self.members))))
         self.applied_index = self.store.consistent_index
+        if several:
+            me = self.members[self.member_id]
+            self.members[self.member_id] = MemberInfo(me.id, s.name, me.peer_urls, s.advertise_client_urls)
         log.info("bootstrapped member %x in cluster %x", self.member_id, self.cluster_id)
+
+    async def _join(self) -> None:
+        """--initial-cluster-state existing: this member was added with MemberAdd;
+        learn the cluster id, the members and its own id from a running member."""
+        s = self.settings
+        mine = {u for n, u in s.initial_cluster if n == s.name} or set(s.advertise_peer_urls)
+        others = [u for n, u in s.initial_cluster if n != s.name]
+        if not others:
+            raise MeshkitError("--initial-cluster-state existing needs the other members in --initial-cluster")
+        try:
+            resp = await self.transport.fetch_members(
+                others, rpb.PeerRequest(members=rpb.MembersRequest()), timeout=5.0)
+        except PeerUnreachableError as e:
+            raise MeshkitError(f"cannot fetch cluster info from peer urls: {e}") from e
+        self.cluster_id = resp.cluster_id
+        for m in resp.members:
+            self.members[m.ID] = MemberInfo(m.ID, m.name, tuple(m.peerURLs), tuple(m.clientURLs), m.isLearner)
+        found = [m for m in self.members.values() if set(m.peer_urls) == mine]
+        if not found:
+            raise MeshkitError(
+                f"member with peer URLs {','.join(sorted(mine))} has not been added to cluster "
+                f"{self.cluster_id:x} (add it with 'etcdctl member add' first)"
+            )
+        self.member_id = found[0].id
+        self._save_members()
+        self.backend.sync()
+        self.wal = WAL.create(self.wal_dir, _META.pack(self.member_id, self.cluster_id))
+        self.applied_index = self.store.consistent_index
+        me = self.members[self.member_id]
+        self.members[self.member_id] = MemberInfo(me.id, s.name, me.peer_urls, s.advertise_client_urls,
+                                                  me.is_learner)
+        self._publish_needed = True
+        log.info("joining cluster %x as member %x", self.cluster_id, self.member_id)
 
     def _restart(self) -> None:
         mark = self.snapshotter.load_newest()
@@ -284,13 +414,17 @@ class EtcdServer:
 
     def _save_members(self) -> None:
         for m in self.members.values():
-            self.backend.bucket_put("members", struct.pack(">Q", m.id), json.dumps({
-                "name": m.name, "peerURLs": list(m.peer_urls),
-                "clientURLs": list(m.client_urls), "isLearner": m.is_learner,
-            }).encode())
+            self._save_member(m)
+
+    def _save_member(self, m: MemberInfo) -> None:
+        self.backend.bucket_put("members", struct.pack(">Q", m.id), json.dumps({
+            "name": m.name, "peerURLs": list(m.peer_urls),
+            "clientURLs": list(m.client_urls), "isLearner": m.is_learner,
+        }).encode())
 
     def _load_members(self) -> None:
         s = self.settings
+        self.members.clear()
         for key, raw in self.backend.bucket_items("members"):
             (mid,) = struct.unpack(">Q", key)
             d = json.loads(raw)
@@ -303,6 +437,8 @@ class EtcdServer:
         # Like etcd's publish at start: this member's name and client URLs are
         # what it was started with now (peer URLs change only via MemberUpdate).
         me = self.members[self.member_id]
+        if len(self.members) > 1 and (me.name, me.client_urls) != (s.name, s.advertise_client_urls):
+            self._publish_needed = True
         self.members[self.member_id] = MemberInfo(
             me.id, s.name, me.peer_urls, s.advertise_client_urls, me.is_learner
         )
@@ -322,10 +458,13 @@ class EtcdServer:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        with contextlib.suppress(Exception):
+            await self.transport.close()
         for w in self._waiters.values():
             if not w.future.done():
                 w.future.set_exception(StoppedError())
         self._waiters.clear()
+        self._fail_reads(StoppedError)
         with contextlib.suppress(Exception):
             self.store.set_consistent_index(self.applied_index)
             self.store.commit()
@@ -366,7 +505,10 @@ class EtcdServer:
                 raise StoppedError()
             if not self.is_leader():
                 # etcd forwards the renewal to the leader over the peer HTTP API.
-                raise NotImplementedError("keep-alive on a follower comes with the Raft cluster issue")
+                resp = await self._call_leader(rpb.PeerRequest(lease_renew=lease_id))
+                if resp is not None:
+                    return int(resp.ttl)
+                continue
             try:
                 return self.lessor.renew(lease_id)
             except (LeaseExpiredError, NotPrimaryError):
@@ -378,6 +520,99 @@ class EtcdServer:
                     raise TimeoutError_() from None
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._lease_applied.wait(), min(left, EXPIRY_CHECK_INTERVAL))
+
+    async def lease_time_to_live(self, lease_id: int, keys: bool) -> pb.LeaseTimeToLiveResponse:
+        """The leader's view of a lease (forwarded to it from a follower); TTL -1 if unknown."""
+        while not self.is_leader():
+            resp = await self._call_leader(
+                rpb.PeerRequest(lease_time_to_live=rpb.LeaseTimeToLive(id=lease_id, keys=keys)))
+            if resp is not None:
+                return resp.time_to_live
+        le = self.lessor.lookup(lease_id)
+        if le is None:
+            return pb.LeaseTimeToLiveResponse(ID=lease_id, TTL=-1)
+        remaining = le.remaining(self.clock.monotonic())
+        # Go's int64(d.Seconds()) truncates toward zero.
+        ttl = int(remaining) if remaining != float("inf") else 2**63 // 10**9
+        out = pb.LeaseTimeToLiveResponse(ID=le.id, TTL=ttl, grantedTTL=le.ttl)
+        if keys:
+            out.keys.extend(sorted(le.keys))
+        return out
+
+    async def _call_leader(self, req: rpb.PeerRequest) -> rpb.PeerResponse | None:
+        """Send a request to the leader; None when this member is the leader now.
+        Waits for a leader and retries an unreachable one until the request timeout."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REQUEST_TIMEOUT
+        pause = self.settings.heartbeat_ms / 1000.0
+        while True:
+            if self._closing:
+                raise StoppedError()
+            lead = self.leader_id
+            if lead == self.member_id and self.is_leader():
+                return None
+            left = deadline - loop.time()
+            if left <= 0:
+                raise TimeoutError_()
+            if lead:
+                try:
+                    resp = await self.transport.call(lead, req, timeout=left)
+                except (PeerUnreachableError, TimeoutError):
+                    pass
+                else:
+                    if resp.error_code:
+                        raise from_status(_CODES[resp.error_code], resp.error_message)
+                    return resp
+            await asyncio.sleep(min(pause, max(0.0, deadline - loop.time())))
+
+    # ---- peers -----------------------------------------------------------------
+
+    def receive(self, msgs: list[Message]) -> None:
+        """Raft messages from the transport; stepped by the raft loop."""
+        if self._closing:
+            return
+        self._inbox.extend(msgs)
+        self._wake.set()
+
+    def report_unreachable(self, member_id: int) -> None:
+        if not self._closing:
+            self._actions.append(lambda: self.node.report_unreachable(member_id))
+            self._wake.set()
+
+    def report_snapshot(self, member_id: int, failed: bool) -> None:
+        if not self._closing:
+            self._actions.append(lambda: self.node.report_snapshot(member_id, failed))
+            self._wake.set()
+
+    async def handle_call(self, req: rpb.PeerRequest) -> rpb.PeerResponse:
+        """A request another member forwarded to this one."""
+        kind = req.WhichOneof("request")
+        out = rpb.PeerResponse()
+        try:
+            if kind == "members":
+                out.cluster_id = self.cluster_id
+                for m in sorted(self.members.values(), key=lambda m: m.id):
+                    out.members.add(ID=m.id, name=m.name, peerURLs=list(m.peer_urls),
+                                    clientURLs=list(m.client_urls), isLearner=m.is_learner)
+            elif kind == "lease_renew":
+                if not self.is_leader():
+                    raise NotLeaderError()
+                out.ttl = await self.lease_renew(req.lease_renew)
+            elif kind == "lease_time_to_live":
+                if not self.is_leader():
+                    raise NotLeaderError()
+                r = req.lease_time_to_live
+                out.time_to_live.CopyFrom(await self.lease_time_to_live(r.id, r.keys))
+            elif kind == "promote":
+                if not self.is_leader():
+                    raise NotLeaderError()
+                await self.member_promote(req.promote.id)
+            else:
+                raise NotImplementedError(f"peer request {kind!r} is not implemented")
+        except EtcdError as e:
+            out.error_code = e.grpc_code.value[0]
+            out.error_message = e.detail
+        return out
 
     def _notify_lease_waiters(self) -> None:
         ev = self._lease_applied
@@ -410,6 +645,8 @@ class EtcdServer:
         """Put a request through the log; returns what applying it returned."""
         if self._closing:
             raise StoppedError()
+        if self._removed:
+            raise MemberRemovedError()
         rid = self._next_id
         self._next_id += 1
         req.header.id = rid
@@ -420,7 +657,7 @@ class EtcdServer:
         fut: asyncio.Future[Any] = loop.create_future()
         # No timer per request: the ticker fails the overdue ones (_expire_waiters).
         self._waiters[rid] = _Waiter(fut, req, loop.time() + REQUEST_TIMEOUT)
-        self._proposals.append(data)
+        self._proposals.append((rid, data))
         self._wake.set()
         try:
             return await fut
@@ -441,13 +678,227 @@ class EtcdServer:
         anywhere in the cluster before the call.
 
         A lone voter is the whole quorum and acknowledges a write only after
-        applying it, so its applied state already qualifies.
+        applying it, so its applied state already qualifies. Otherwise the read
+        joins the next ReadIndex round (one round answers every read waiting
+        when it starts) and returns once this member applied up to its index.
         """
         if self._closing:
             raise StoppedError()
+        if self._removed:
+            raise MemberRemovedError()
         if self._single_voter() and self.is_leader():
             return
-        raise NotImplementedError("linearizable reads across several members come with the Raft cluster issue")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[None] = loop.create_future()
+        self._read_waiting.append((fut, loop.time() + REQUEST_TIMEOUT))
+        self._wake.set()
+        await fut
+
+    def _start_read_round(self, now: float) -> None:
+        if self._read_round is not None or not self._read_waiting or not self.node.lead:
+            return
+        self._read_seq += 1
+        ctx = struct.pack(">QQ", self.member_id, self._read_seq)
+        try:
+            self.node.read_index(ctx)
+        except ProposalDroppedError:
+            return
+        self._read_round = _ReadRound(ctx, self._read_waiting, now)
+        self._read_waiting = []
+
+    def _read_states(self, states: list[Any]) -> None:
+        r = self._read_round
+        for st in states:
+            if r is not None and st.ctx == r.ctx:
+                self._read_ready.append((st.index, r.waiters))
+                self._read_round = r = None
+
+    def _release_reads(self) -> None:
+        if not self._read_ready:
+            return
+        keep = []
+        for index, waiters in self._read_ready:
+            if index <= self.applied_index:
+                for fut, _ in waiters:
+                    if not fut.done():
+                        fut.set_result(None)
+            else:
+                keep.append((index, waiters))
+        self._read_ready = keep
+
+    def _expire_reads(self, now: float) -> None:
+        """Fail overdue reads; retry a round the leader never answered (it may
+        have changed) after an election timeout."""
+        def alive(ws: list[tuple[asyncio.Future[None], float]]) -> list[tuple[asyncio.Future[None], float]]:
+            out = []
+            for fut, deadline in ws:
+                if fut.done():
+                    continue
+                if deadline <= now:
+                    fut.set_exception(TimeoutError_())
+                else:
+                    out.append((fut, deadline))
+            return out
+        self._read_waiting = alive(self._read_waiting)
+        r = self._read_round
+        if r is not None:
+            r.waiters = alive(r.waiters)
+            if not r.waiters or now - r.started > self.settings.election_ms / 1000.0:
+                self._read_round = None
+                self._read_waiting = r.waiters + self._read_waiting
+        self._read_ready = [(i, alive(ws)) for i, ws in self._read_ready]
+
+    def _fail_reads(self, err: type[EtcdError]) -> None:
+        groups = [self._read_waiting, *(ws for _, ws in self._read_ready)]
+        if self._read_round is not None:
+            groups.append(self._read_round.waiters)
+        for ws in groups:
+            for fut, _ in ws:
+                if not fut.done():
+                    fut.set_exception(err())
+        self._read_waiting, self._read_ready, self._read_round = [], [], None
+
+    # ---- membership ------------------------------------------------------------
+
+    def is_learner(self) -> bool:
+        me = self.members.get(self.member_id)
+        return bool(me is not None and me.is_learner)
+
+    def _started_since(self, member_id: int) -> bool:
+        return member_id == self.member_id or self.transport.active_since(member_id) is not None
+
+    def _check_quorum_after(self, voters: set[int]) -> None:
+        """etcd's strict reconfiguration check: the voters that would remain must
+        have a quorum of members this one is connected to."""
+        if not self.settings.strict_reconfig_check:
+            return
+        started = sum(1 for v in voters if self._started_since(v))
+        if started < len(voters) // 2 + 1:
+            raise MemberNotEnoughStartedError()
+
+    def _check_connected_fully(self) -> None:
+        """etcd's isConnectedFullySince: every voter connected for HEALTH_INTERVAL."""
+        if not self.settings.strict_reconfig_check:
+            return
+        since = asyncio.get_running_loop().time() - HEALTH_INTERVAL
+        for v in self._voters():
+            if v == self.member_id:
+                continue
+            t = self.transport.active_since(v)
+            if t is None or t > since:
+                raise UnhealthyError()
+
+    def _voters(self) -> set[int]:
+        return {m.id for m in self.members.values() if not m.is_learner}
+
+    async def member_add(self, peer_urls: list[str], is_learner: bool) -> tuple[MemberInfo, list[MemberInfo]]:
+        for u in peer_urls:
+            if not u.startswith(("http://", "https://")) or "://" not in u or not u.split("://", 1)[1]:
+                raise MemberBadURLsError()
+        if not peer_urls:
+            raise MemberBadURLsError()
+        mid = ids.member_id(peer_urls, f"{self.settings.initial_cluster_token}{time.time_ns()}")
+        m = MemberInfo(mid, "", tuple(peer_urls), (), is_learner)
+        if is_learner:
+            if sum(1 for x in self.members.values() if x.is_learner) >= MAX_LEARNERS:
+                raise TooManyLearnersError()
+        else:
+            self._check_quorum_after(self._voters() | {mid})
+        self._check_connected_fully()
+        cc_type = ConfChangeType.ADD_LEARNER_NODE if is_learner else ConfChangeType.ADD_NODE
+        members = await self._propose_conf_change(cc_type, mid, member_to_json(m))
+        return m, members
+
+    async def member_remove(self, member_id: int) -> list[MemberInfo]:
+        m = self.members.get(member_id)
+        if m is None:
+            raise MemberNotFoundError()
+        if not m.is_learner:
+            self._check_quorum_after(self._voters() - {member_id})
+        return await self._propose_conf_change(ConfChangeType.REMOVE_NODE, member_id, None)
+
+    async def member_update(self, member_id: int, peer_urls: list[str]) -> list[MemberInfo]:
+        m = self.members.get(member_id)
+        if m is None:
+            raise MemberNotFoundError()
+        upd = MemberInfo(m.id, m.name, tuple(peer_urls), m.client_urls, m.is_learner)
+        return await self._propose_conf_change(ConfChangeType.UPDATE_NODE, member_id, member_to_json(upd))
+
+    async def member_promote(self, member_id: int) -> list[MemberInfo]:
+        """Promote a learner; only the leader knows whether it is in sync, so a
+        follower forwards the request (as etcd does)."""
+        if not self.is_leader():
+            resp = await self._call_leader(rpb.PeerRequest(promote=rpb.PromoteRequest(id=member_id)))
+            if resp is not None:
+                return sorted(self.members.values(), key=lambda m: m.id)
+        m = self.members.get(member_id)
+        if m is None:
+            raise MemberNotFoundError()
+        if not m.is_learner:
+            raise MemberNotLearnerError()
+        pr = self.node.status().progress.get(member_id)
+        if pr is None or pr.match < self.committed_index * LEARNER_READY_PERCENT:
+            raise LearnerNotReadyError()
+        self._check_quorum_after(self._voters() | {member_id})
+        promoted = MemberInfo(m.id, m.name, m.peer_urls, m.client_urls, False)
+        return await self._propose_conf_change(ConfChangeType.ADD_NODE, member_id, member_to_json(promoted))
+
+    async def _propose_conf_change(self, cc_type: ConfChangeType, member_id: int,
+                                   member: dict[str, Any] | None) -> list[MemberInfo]:
+        if self._closing:
+            raise StoppedError()
+        if self._removed:
+            raise MemberRemovedError()
+        async with self._conf_lock:
+            rid = self._next_id
+            self._next_id += 1
+            ctx = json.dumps({"rid": rid, "member": member}).encode()
+            cc = ConfChange(cc_type, member_id, ctx)
+            loop = asyncio.get_running_loop()
+            fut: asyncio.Future[Any] = loop.create_future()
+            self._waiters[rid] = _Waiter(fut, cc, loop.time() + REQUEST_TIMEOUT)
+            self._proposals.append((rid, b""))
+            self._wake.set()
+            try:
+                result: list[MemberInfo] = await fut
+                return result
+            finally:
+                self._waiters.pop(rid, None)
+
+    async def move_leader(self, target: int) -> None:
+        """Hand leadership to ``target`` (this member must lead), as etcd's MoveLeader."""
+        if not self.is_leader():
+            raise NotLeaderError()
+        m = self.members.get(target)
+        if m is None or m.is_learner:
+            raise BadLeaderTransfereeError()
+        if target == self.member_id:
+            return
+        self._actions.append(lambda: self.node.transfer_leadership(target))
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REQUEST_TIMEOUT
+        while self.leader_id != target:
+            if self._closing:
+                raise StoppedError()
+            if loop.time() > deadline:
+                raise TimeoutLeaderTransferError()
+            await asyncio.sleep(self.settings.heartbeat_ms / 1000.0)
+
+    async def _publish(self) -> None:
+        """Publish this member's name and client URLs through the log, retrying
+        until it is applied (etcd's publish at start)."""
+        s = self.settings
+        req = ipb.MemberAttrRequest(member_id=self.member_id, name=s.name,
+                                    client_urls=list(s.advertise_client_urls))
+        while not self._closing:
+            try:
+                await self.propose(ipb.InternalRequest(member_attr=req))
+                log.info("published member %x (%s, %s)", self.member_id, s.name, ",".join(s.advertise_client_urls))
+                return
+            except EtcdError as e:
+                log.info("publishing member attributes: %s; retrying", e)
+                await asyncio.sleep(s.election_ms / 1000.0)
 
     def header(self, h: pb.ResponseHeader, revision: int = 0) -> None:
         h.cluster_id = self.cluster_id
@@ -465,25 +916,39 @@ class EtcdServer:
             await asyncio.sleep(interval)
             self._ticks += 1
             self._wake.set()
+            now = loop.time()
             if self._waiters:
-                self._expire_waiters(loop.time())
+                self._expire_waiters(now)
+            if self._read_waiting or self._read_round is not None or self._read_ready:
+                self._expire_reads(now)
 
     async def _raft_loop(self) -> None:
         node = self.node
+        loop = asyncio.get_running_loop()
         while not self._closing:
             await self._wake.wait()
             self._wake.clear()
             while self._ticks:
                 self._ticks -= 1
                 node.tick()
-            if self._proposals:
+            if self._actions:
+                actions, self._actions = self._actions, []
+                for act in actions:
+                    act()
+            if self._inbox:
+                self._step_inbox()
+            if self._proposals or (self._held and node.lead):
                 self._feed_proposals()
+            if self._read_waiting:
+                self._start_read_round(loop.time())
             while node.has_ready():
                 rd = node.ready()
                 if rd.soft_state is not None and node.role == StateRole.LEADER:
                     self._leader_ready.set()
                 if rd.soft_state is not None and node.role != StateRole.LEADER and self.lessor.is_primary:
                     self.lessor.demote()
+                if not rd.snapshot.is_empty():
+                    self._install_snapshot(rd.snapshot)
                 if rd.hard_state is not None or rd.entries:
                     self.wal.save(rd.hard_state, rd.entries)
                     if rd.must_sync:
@@ -496,30 +961,119 @@ class EtcdServer:
                 if rd.hard_state is not None:
                     self.storage.set_hard_state(rd.hard_state)
                     self.committed_index = rd.hard_state.commit
+                if rd.messages:
+                    # After the entries and hard state they depend on are durable.
+                    self._send(rd.messages)
                 if rd.committed_entries:
                     self._apply(rd.committed_entries)
+                if rd.read_states:
+                    self._read_states(rd.read_states)
                 node.advance(rd)
+                if self._inbox:
+                    self._step_inbox()
                 if self._proposals:
                     # What queued up during the fsync forms the next batch.
                     self._feed_proposals()
+                if self._read_waiting:
+                    self._start_read_round(loop.time())
             if node.role == StateRole.LEADER:
                 self._leader_ready.set()
+            self._release_reads()
             self._maybe_commit_backend()
             self._maybe_snapshot()
 
-    def _feed_proposals(self) -> None:
-        props, self._proposals = self._proposals, []
-        try:
-            self.node.propose_many(props)
-        except ProposalDroppedError:
-            for data in props:
-                self._fail_proposal(data)
+    def _step_inbox(self) -> None:
+        msgs, self._inbox = self._inbox, []
+        node = self.node
+        for m in msgs:
+            if m.type == MessageType.MsgProp:
+                self._forwarded_proposal(m)
+                continue
+            try:
+                node.step(m)
+            except RaftError as e:
+                log.debug("dropped %s from %x: %s", m.type.name, m.frm, e)
 
-    def _fail_proposal(self, data: bytes) -> None:
-        req = ipb.InternalRequest.FromString(data)
-        w = self._waiters.get(req.header.id)
-        if w is not None and not w.future.done():
-            w.future.set_exception(NoLeaderError())
+    def _forwarded_proposal(self, m: Message) -> None:
+        """Entries a follower forwarded: proposed here if this member leads, else
+        dropped (the follower's request times out, as in etcd)."""
+        node = self.node
+        try:
+            normal = [e.data for e in m.entries if e.type == EntryType.NORMAL]
+            if normal:
+                node.propose_many(normal)
+            for e in m.entries:
+                if e.type == EntryType.CONF_CHANGE:
+                    node.propose_conf_change(ConfChange.decode(e.data))
+        except (ProposalDroppedError, ValueError) as e:
+            log.debug("dropped a forwarded proposal from %x: %s", m.frm, e)
+
+    def _send(self, msgs: list[Message]) -> None:
+        for i, m in enumerate(msgs):
+            if m.type == MessageType.MsgSnap:
+                msgs[i] = self._merged_snapshot(m)
+        self.transport.send(msgs)
+
+    def _merged_snapshot(self, m: Message) -> Message:
+        """The core's MsgSnap with the backend database as data, at the applied
+        index (etcd's createMergedSnapshotMessage): the db already holds
+        everything applied, so the snapshot describes exactly that point."""
+        index = self.applied_index
+        term = self.storage.term(index)
+        meta = SnapshotMetadata(index=index, term=term, conf_state=self.node.conf_state())
+        self.store.set_consistent_index(index)
+        data = self.backend.snapshot_bytes()
+        log.info("sending a snapshot at index %d (%d bytes) to %x", index, len(data), m.to)
+        return Message(MessageType.MsgSnap, to=m.to, frm=m.frm, term=m.term,
+                       snapshot=Snapshot(meta, data))
+
+    def _install_snapshot(self, snap: Snapshot) -> None:
+        raise NotImplementedError(
+            f"installing a snapshot from the leader (index {snap.metadata.index}) is not implemented yet"
+        )
+
+    def _feed_proposals(self) -> None:
+        props = self._held + self._proposals if self._held else self._proposals
+        self._held, self._proposals = [], []
+        waiters = self._waiters
+        node = self.node
+        normal: list[bytes] = []
+        confs: list[tuple[int, ConfChange]] = []
+        for rid, data in props:
+            w = waiters.get(rid)
+            if w is None or w.future.done():
+                continue  # timed out meanwhile
+            if data:
+                normal.append(data)
+            else:
+                confs.append((rid, w.request))
+        if node.role == StateRole.LEADER:
+            try:
+                if normal:
+                    node.propose_many(normal)
+                    normal = []
+                while confs:
+                    if not node.propose_conf_change(confs[0][1]):
+                        break  # another change is pending: retry after it applies
+                    confs.pop(0)
+            except ProposalDroppedError:
+                pass  # leadership transfer in progress: hold them
+            except ValueError as e:
+                rid = confs.pop(0)[0]
+                w = waiters.get(rid)
+                if w is not None and not w.future.done():
+                    w.future.set_exception(UnhealthyError(f"etcdserver: {e}"))
+        elif node.lead:
+            ents = tuple(Entry(0, 0, EntryType.NORMAL, d) for d in normal)
+            ents += tuple(Entry(0, 0, EntryType.CONF_CHANGE, cc.encode()) for _, cc in confs)
+            if ents:
+                self.transport.send([Message(MessageType.MsgProp, to=node.lead, frm=self.member_id,
+                                             entries=ents)])
+            return
+        # No leader (or a transfer or conf change in progress): hold until then.
+        if normal or confs:
+            byrid = {d: rid for rid, d in props if d}
+            self._held = [(byrid[d], d) for d in normal] + [(rid, b"") for rid, _ in confs]
 
     def _apply(self, entries: list[Any]) -> None:
         applier = self.applier
@@ -527,9 +1081,7 @@ class EtcdServer:
             if e.index <= self.applied_index:
                 continue
             if e.type == EntryType.CONF_CHANGE:
-                # Bootstrap entries (the initial members) arrive here too; adding
-                # and removing members at run time comes with the cluster issue.
-                self.node.apply_conf_change(ConfChange.decode(e.data))
+                self._apply_conf_change(ConfChange.decode(e.data))
                 self._single_voter_cache = None
             elif not e.data:
                 # The new leader's empty entry: promote the lessor once this
@@ -540,7 +1092,11 @@ class EtcdServer:
                 req = ipb.InternalRequest.FromString(e.data)
                 waiter = self._waiters.get(req.header.id)
                 try:
-                    result = self._dispatch(applier, req)
+                    if req.WhichOneof("request") == "member_attr":
+                        self._apply_member_attr(req.member_attr)
+                        result: Any = None
+                    else:
+                        result = self._dispatch(applier, req)
                 except EtcdError as err:
                     if waiter is not None and not waiter.future.done():
                         waiter.future.set_exception(err)
@@ -551,6 +1107,68 @@ class EtcdServer:
         self.store.set_consistent_index(self.applied_index)
         for hook in self._apply_hooks:
             hook()
+
+    def _apply_member_attr(self, r: ipb.MemberAttrRequest) -> None:
+        m = self.members.get(r.member_id)
+        if m is None:
+            return
+        upd = MemberInfo(m.id, r.name, m.peer_urls, tuple(r.client_urls), m.is_learner)
+        self.members[m.id] = upd
+        self._save_member(upd)
+
+    def _apply_conf_change(self, cc: ConfChange) -> None:
+        """Every member applies a membership change the same way, in log order.
+        Bootstrap entries carry no context (their members are known already)."""
+        ctx = json.loads(cc.context) if cc.context else {}
+        waiter = self._waiters.get(ctx.get("rid", -1))
+        member = member_from_json(ctx["member"]) if ctx.get("member") else None
+        t = cc.type
+        err: EtcdError | None = None
+        if ctx:
+            if t in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
+                old = self.members.get(cc.node_id)
+                promoting = t == ConfChangeType.ADD_NODE and old is not None and old.is_learner
+                if old is not None and not promoting:
+                    err = MemberExistError()
+                elif not promoting and member is not None and any(
+                    set(member.peer_urls) & set(m.peer_urls) for m in self.members.values()
+                ):
+                    err = PeerURLExistError()
+            elif cc.node_id not in self.members:
+                err = MemberNotFoundError()
+            elif t == ConfChangeType.UPDATE_NODE and member is not None and any(
+                set(member.peer_urls) & set(m.peer_urls)
+                for m in self.members.values() if m.id != cc.node_id
+            ):
+                err = PeerURLExistError()
+        if err is not None:
+            if waiter is not None and not waiter.future.done():
+                waiter.future.set_exception(err)
+            return
+        try:
+            self.node.apply_conf_change(cc)
+        except ValueError as e:
+            raise RaftError(f"cannot apply conf change {cc}: {e}") from e
+        if ctx:
+            if t == ConfChangeType.REMOVE_NODE:
+                self.members.pop(cc.node_id, None)
+                self.backend.bucket_delete("members", struct.pack(">Q", cc.node_id))
+                if cc.node_id == self.member_id:
+                    self._removed = True
+                    log.warning("this member (%x) was removed from the cluster", self.member_id)
+                else:
+                    self.transport.remove_peer(cc.node_id)
+            elif member is not None:
+                old = self.members.get(cc.node_id)
+                if old is not None:
+                    # promote or update: the stored name and client URLs stay
+                    member = MemberInfo(old.id, old.name, member.peer_urls, old.client_urls, member.is_learner)
+                self.members[cc.node_id] = member
+                self._save_member(member)
+                if cc.node_id != self.member_id:
+                    self.transport.set_peer(cc.node_id, member.peer_urls)
+        if waiter is not None and not waiter.future.done():
+            waiter.future.set_result(sorted(self.members.values(), key=lambda m: m.id))
 
     @staticmethod
     def _dispatch(applier: Applier, req: ipb.InternalRequest) -> Any:
@@ -586,7 +1204,7 @@ class EtcdServer:
         term = self.storage.term(index)
         self.store.commit()
         self.backend.sync()
-        meta = SnapshotMetadata(index=index, term=term, conf_state=ConfState(voters=tuple(sorted(self.members))))
+        meta = SnapshotMetadata(index=index, term=term, conf_state=self.node.conf_state())
         self.snapshotter.save(meta)
         self.wal.save_snapshot(SnapshotMark(index, term))
         self.wal.release_to(index)
