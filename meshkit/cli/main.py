@@ -21,9 +21,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "services": ("meshkit.cli.services", "List registered services and instances (health, weight, zone, TTL)"),
     "confd": ("meshkit.cli.confd", "Render templates from etcd keys, check them, swap them in atomically, reload"),
     "config": ("meshkit.cli.config", "Publish, version, diff, roll back and watch application config (config center)"),
+    "metad": ("meshkit.cli.metad", "Serve /self metadata over HTTP from a watched mirror (yunify/metad API)"),
 }
 # Announced in the docs; each gets its module when it is built.
-PLANNED = ("ctl", "metad", "xds", "dashboard")
+PLANNED = ("ctl", "xds", "dashboard")
 
 
 def usage() -> str:
