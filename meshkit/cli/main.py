@@ -22,9 +22,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "confd": ("meshkit.cli.confd", "Render templates from etcd keys, check them, swap them in atomically, reload"),
     "config": ("meshkit.cli.config", "Publish, version, diff, roll back and watch application config (config center)"),
     "metad": ("meshkit.cli.metad", "Serve /self metadata over HTTP from a watched mirror (yunify/metad API)"),
+    "ctl": ("meshkit.cli.ctl", "etcdctl v3's commands, flags, output formats and exit codes (works against any etcd)"),
 }
 # Announced in the docs; each gets its module when it is built.
-PLANNED = ("ctl", "xds", "dashboard")
+PLANNED = ("xds", "dashboard")
 
 
 def usage() -> str:
