@@ -23,9 +23,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("meshkit.cli.config", "Publish, version, diff, roll back and watch application config (config center)"),
     "metad": ("meshkit.cli.metad", "Serve /self metadata over HTTP from a watched mirror (yunify/metad API)"),
     "ctl": ("meshkit.cli.ctl", "etcdctl v3's commands, flags, output formats and exit codes (works against any etcd)"),
+    "xds": ("meshkit.cli.xds", "Serve xDS v3 (ADS) from the registry for gRPC xds:/// clients"),
 }
 # Announced in the docs; each gets its module when it is built.
-PLANNED = ("xds", "dashboard")
+PLANNED = ("dashboard",)
 
 
 def usage() -> str:
