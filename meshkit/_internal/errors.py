@@ -92,6 +92,10 @@ PermissionNotGrantedError = _define("PermissionNotGrantedError", _C.FAILED_PRECO
 AuthNotEnabledError = _define("AuthNotEnabledError", _C.FAILED_PRECONDITION, "etcdserver: authentication is not enabled")
 InvalidAuthTokenError = _define("InvalidAuthTokenError", _C.UNAUTHENTICATED, "etcdserver: invalid auth token")
 InvalidAuthMgmtError = _define("InvalidAuthMgmtError", _C.INVALID_ARGUMENT, "etcdserver: invalid auth management")
+AuthOldRevisionError = _define("AuthOldRevisionError", _C.INVALID_ARGUMENT, "etcdserver: revision of auth store is old")
+# etcd's maintenance and member services answer a non-admin with the auth
+# package's own error (not the v3rpc one): gRPC UNKNOWN and this text.
+AuthAdminDeniedError = _define("AuthAdminDeniedError", _C.UNKNOWN, "auth: permission denied")
 
 NoLeaderError = _define("NoLeaderError", _C.UNAVAILABLE, "etcdserver: no leader")
 NotLeaderError = _define("NotLeaderError", _C.FAILED_PRECONDITION, "etcdserver: not leader")

@@ -28,12 +28,18 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 import grpc
 
-from meshkit._internal.errors import EtcdError, InvalidAuthTokenError, MeshkitError
+from meshkit._internal.errors import (
+    AuthOldRevisionError,
+    EtcdError,
+    InvalidAuthTokenError,
+    MeshkitError,
+)
 from meshkit.api.etcdserverpb import rpc_pb2
 from meshkit.client.endpoints import EndpointPool, Stubs, parse_endpoint
 from meshkit.client.errors import (
@@ -98,15 +104,29 @@ class Client:
         keepalive_timeout: float = 10.0,
         user: str | None = None,
         password: str | None = None,
+        ca_cert: str | os.PathLike[str] | None = None,
+        cert: str | os.PathLike[str] | None = None,
+        key: str | os.PathLike[str] | None = None,
     ) -> None:
+        """``ca_cert``/``cert``/``key``: PEM files, as etcdctl's --cacert/--cert/--key;
+        given any, every endpoint is dialed with TLS (https:// endpoints always are)."""
         if isinstance(endpoints, str):
             endpoints = [e for e in endpoints.split(",") if e.strip()]
         if timeout <= 0:
             raise ValueError("timeout must be positive")
         self.timeout = timeout
         self.dial_timeout = dial_timeout if dial_timeout is not None else min(timeout, 2.0)
+        if (cert is None) != (key is None):
+            raise ValueError("give both cert and key, or neither")
+        creds = None
+        if ca_cert is not None or cert is not None:
+            creds = grpc.ssl_channel_credentials(
+                root_certificates=Path(ca_cert).read_bytes() if ca_cert is not None else None,
+                private_key=Path(key).read_bytes() if key is not None else None,
+                certificate_chain=Path(cert).read_bytes() if cert is not None else None,
+            )
         self._pool = EndpointPool(endpoints, keepalive_time=keepalive_time,
-                                  keepalive_timeout=keepalive_timeout)
+                                  keepalive_timeout=keepalive_timeout, credentials=creds)
         if (user is None) != (password is None):
             raise ValueError("give both user and password, or neither")
         self._user = user
@@ -226,7 +246,9 @@ class Client:
                         if endpoint is None:
                             self._pool.prefer(ep)
                         return resp
-                    if isinstance(err, InvalidAuthTokenError) and self._user is not None and not reauthed:
+                    # A signed (JWT) token outdated by an auth change is renewed like an invalid one.
+                    if (isinstance(err, InvalidAuthTokenError | AuthOldRevisionError) and self._user is not None
+                            and not reauthed):
                         reauthed = True
                         self._token = None
                         continue  # same endpoint, fresh token

@@ -23,9 +23,7 @@ def parse_endpoint(ep: str) -> str:
         raise ValueError("empty endpoint")
     if "://" in ep:
         u = urlsplit(ep)
-        if u.scheme == "https":
-            raise NotImplementedError("TLS endpoints (https://) are not supported yet")
-        if u.scheme not in ("http", "grpc"):
+        if u.scheme not in ("http", "https", "grpc"):
             raise ValueError(f"unsupported endpoint scheme in {ep!r}")
         if not u.hostname or u.port is None:
             raise ValueError(f"endpoint needs host and port: {ep!r}")
@@ -53,8 +51,15 @@ class EndpointPool:
     def __init__(
         self, endpoints: Iterable[str], *, keepalive_time: float = 30.0,
         keepalive_timeout: float = 10.0, max_reconnect_backoff: float = 1.0,
+        credentials: grpc.ChannelCredentials | None = None,
     ) -> None:
+        endpoints = list(endpoints)
         self.endpoints = [parse_endpoint(e) for e in endpoints]
+        # TLS for https:// endpoints, and for every endpoint when credentials are given
+        # (etcd's clientv3 with a TLS config); https without them trusts the system CAs.
+        self._credentials = credentials
+        self._secure = {t for e, t in zip(endpoints, self.endpoints, strict=True)
+                        if credentials is not None or e.strip().startswith("https://")}
         if not self.endpoints:
             raise ValueError("at least one endpoint is required")
         if len(set(self.endpoints)) != len(self.endpoints):
@@ -99,7 +104,11 @@ class EndpointPool:
             raise RuntimeError("the client is closed")
         ch = self._channels.get(ep)
         if ch is None:
-            ch = grpc.aio.insecure_channel(ep, options=self.options)
+            if ep in self._secure:
+                creds = self._credentials or grpc.ssl_channel_credentials()
+                ch = grpc.aio.secure_channel(ep, creds, options=self.options)
+            else:
+                ch = grpc.aio.insecure_channel(ep, options=self.options)
             self._channels[ep] = ch
         return ch
 

@@ -438,7 +438,7 @@ FLAGS: tuple[FlagSpec, ...] = (
           help="Specify a v3 authentication token type and its options ('simple' or 'jwt')."),
     _spec("bcrypt-cost", "uint", 10, "works", "bcrypt_cost",
           help="Specify the cost / strength of the bcrypt algorithm for hashing auth passwords (4 to 31)."),
-    _spec("auth-token-ttl", "uint", 300, "unsupported", help="Time (in seconds) of the auth-token-ttl."),
+    _spec("auth-token-ttl", "uint", 300, "works", "auth_token_ttl", help="Time (in seconds) of the auth-token-ttl."),
     # profiling and monitoring
     _spec("enable-pprof", "bool", False, "works", "enable_pprof",
           help="Enable runtime profiling data via HTTP server."),
@@ -570,6 +570,7 @@ class ServerConfig:
     peer_auto_tls: bool = False
     auth_token: str = "simple"
     bcrypt_cost: int = 10
+    auth_token_ttl: int = 300
     force_new_cluster: bool = False
     enable_pprof: bool = False
     metrics: str = "basic"
@@ -816,10 +817,15 @@ class ServerConfig:
         if not 4 <= self.bcrypt_cost <= 31:
             out.append(f"--bcrypt-cost must be between 4 and 31 (set to {self.bcrypt_cost})")
         token_type = self.auth_token.split(",", 1)[0]
-        if token_type == "jwt":
-            out.append("flag --auth-token is not supported yet (only 'simple' tokens)")
-        elif token_type != "simple":
+        if token_type not in ("simple", "jwt"):
             out.append(f"unknown token type: {token_type} (--auth-token must be 'simple' or 'jwt')")
+        else:
+            from meshkit.server.auth.tokens import TokenConfigError, parse_token_option
+
+            try:
+                parse_token_option(self.auth_token)
+            except TokenConfigError as e:
+                out.append(f"--auth-token: {e}")
         if self.metrics not in ("basic", "extensive"):
             out.append(f'--metrics must be "basic" or "extensive" (set to "{self.metrics}")')
         if self.enable_v2:

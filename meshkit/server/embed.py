@@ -18,6 +18,7 @@ import grpc
 
 from meshkit._internal.errors import MeshkitError
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
+from meshkit.server.api.auth import AuthService
 from meshkit.server.api.election import add_election_service
 from meshkit.server.api.kv import KVService
 from meshkit.server.api.lease import LeaseService
@@ -25,6 +26,7 @@ from meshkit.server.api.lock import add_lock_service
 from meshkit.server.api.maintenance import ClusterService, MaintenanceService
 from meshkit.server.api.watch import add_watch_service
 from meshkit.server.etcdserver.server import EtcdServer, ServerSettings
+from meshkit.server.tls import TLSInfo
 from meshkit.server.transport import Transport
 
 log = logging.getLogger("meshkit.server")
@@ -82,9 +84,19 @@ class _GenericOnly:
 class EmbeddedServer:
     def __init__(self, settings: ServerSettings, listen: Sequence[tuple[str, int]],
                  *, grpc_extra_options: Sequence[tuple[str, Any]] = (),
-                 transport: Transport | None = None) -> None:
+                 transport: Transport | None = None,
+                 listen_tls: Sequence[tuple[str, int]] = (), tls: TLSInfo | None = None,
+                 metrics_listen: Sequence[tuple[str, int]] = (), metrics_tls: bool = False) -> None:
         self.settings = settings
         self.listen = list(listen)
+        # https client URLs, served with ``tls`` (etcd's --cert-file, --key-file, ...)
+        self.listen_tls = list(listen_tls)
+        self.tls = tls
+        # --listen-metrics-urls: /metrics and /health over HTTP/1.1
+        self.metrics_listen = list(metrics_listen)
+        self.metrics_tls = metrics_tls
+        self.http: Any = None
+        self.metrics_ports: list[int] = []
         self.etcd = EtcdServer(settings, transport=transport)
         self._grpc: grpc.aio.Server | None = None
         self._grpc_options = [
@@ -127,12 +139,20 @@ class EmbeddedServer:
             rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.etcd), generic)
             rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), generic)
             rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), generic)
+            rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.etcd), generic)
             add_watch_service(server, self.etcd)
             add_lock_service(generic, self.etcd)
             add_election_service(generic, self.etcd)
-            for host, port in self.listen:
+            creds = self.tls.server_credentials() if self.listen_tls and self.tls is not None else None
+            if self.listen_tls and creds is None:
+                raise ListenError("https client URLs need --cert-file and --key-file")
+            for (host, port), secure in [*((a, False) for a in self.listen), *((a, True) for a in self.listen_tls)]:
                 try:
-                    bound = server.add_insecure_port(f"{host}:{port}")
+                    if secure:
+                        assert creds is not None
+                        bound = server.add_secure_port(f"{host}:{port}", creds)
+                    else:
+                        bound = server.add_insecure_port(f"{host}:{port}")
                 except RuntimeError as e:
                     raise ListenError(f"listen tcp {host}:{port}: bind: address already in use") from e
                 if not bound:
@@ -140,12 +160,27 @@ class EmbeddedServer:
                 self.ports.append(bound)
             await server.start()
             self._grpc = server
+            if self.metrics_listen:
+                from meshkit.server.api.http import HttpEndpoints
+
+                ssl_ctx = self.tls.ssl_context() if self.metrics_tls and self.tls is not None else None
+                self.http = HttpEndpoints(self.etcd, self.metrics_listen, ssl_context=ssl_ctx)
+                await self.http.start()
+                self.metrics_ports = list(self.http.ports)
         except BaseException:
+            if self._grpc is not None:
+                with contextlib.suppress(Exception):
+                    await self._grpc.stop(0)
+                self._grpc = None
             await self.etcd.close()
             raise
-        log.info("serving client requests on %s", ", ".join(f"{h}:{p}" for (h, _), p in zip(self.listen, self.ports, strict=True)))
+        log.info("serving client requests on %s",
+                 ", ".join(f"{h}:{p}" for (h, _), p in zip([*self.listen, *self.listen_tls], self.ports, strict=True)))
 
     async def close(self, grace: float = 1.0) -> None:
+        if self.http is not None:
+            await self.http.close()
+            self.http = None
         if self._grpc is not None:
             with contextlib.suppress(Exception):
                 await self._grpc.stop(grace)
@@ -154,5 +189,5 @@ class EmbeddedServer:
 
     @property
     def endpoint(self) -> str:
-        host = self.listen[0][0]
+        host = (self.listen or self.listen_tls)[0][0]
         return f"{host}:{self.ports[0]}"

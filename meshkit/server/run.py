@@ -17,6 +17,7 @@ log = logging.getLogger("meshkit.server")
 
 def settings_from_config(cfg: Any) -> Any:
     from meshkit.server.etcdserver.server import ServerSettings
+    from meshkit.server.tls import TLSInfo
 
     return ServerSettings(
         name=cfg.name,
@@ -41,26 +42,45 @@ def settings_from_config(cfg: Any) -> Any:
         grpc_keepalive_interval_ms=cfg.grpc_keepalive_interval_ms,
         grpc_keepalive_timeout_ms=cfg.grpc_keepalive_timeout_ms,
         watch_progress_notify_interval_s=cfg.watch_progress_notify_interval_ms / 1000.0,
+        auth_token=cfg.auth_token,
+        bcrypt_cost=cfg.bcrypt_cost,
+        auth_token_ttl_s=float(cfg.auth_token_ttl),
+        quota_backend_bytes=cfg.effective_quota_backend_bytes,
+        peer_tls=TLSInfo(cfg.peer_cert_file, cfg.peer_key_file, cfg.peer_trusted_ca_file,
+                         cfg.peer_client_cert_auth),
     )
 
 
 async def serve(cfg: Any) -> None:
     from meshkit.server.embed import EmbeddedServer
+    from meshkit.server.tls import TLSInfo
 
-    listen = []
+    tls = TLSInfo(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file, cfg.client_cert_auth)
+    listen: list[tuple[str, int]] = []
+    listen_tls: list[tuple[str, int]] = []
     for host, port, scheme in cfg.listen_addresses():
-        if scheme != "http":
-            raise MeshkitError(f"TLS client URLs ({scheme}://{host}:{port}) are not supported yet")
-        listen.append((host, port))
+        if scheme == "https":
+            if tls.empty:
+                raise MeshkitError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url https://{host}:{port}")
+            listen_tls.append((host, port))
+        elif scheme == "http":
+            listen.append((host, port))
+        else:
+            raise MeshkitError(f"unsupported client URL scheme {scheme}://{host}:{port}")
+    metrics = [(h, p) for h, p, _ in cfg.listen_addresses("metrics")]
+    metrics_tls = any(sc == "https" for _, _, sc in cfg.listen_addresses("metrics"))
+    if metrics_tls and any(sc != "https" for _, _, sc in cfg.listen_addresses("metrics")):
+        raise MeshkitError("--listen-metrics-urls mixing http and https is not supported")
     for host, port, scheme in cfg.listen_addresses("peer"):
-        if scheme != "http":
-            raise MeshkitError(f"TLS peer URLs ({scheme}://{host}:{port}) are not supported yet")
+        if scheme == "https" and not (cfg.peer_cert_file and cfg.peer_key_file):
+            raise MeshkitError(f"TLS key/cert (--peer-cert-file, --peer-key-file) must be provided for peer url https://{host}:{port}")
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
-    async with EmbeddedServer(settings_from_config(cfg), listen):
+    async with EmbeddedServer(settings_from_config(cfg), listen, listen_tls=listen_tls, tls=tls,
+                              metrics_listen=metrics, metrics_tls=metrics_tls):
         log.info("ready to serve client requests")
         await stop.wait()
         log.info("received a stop signal, shutting down")

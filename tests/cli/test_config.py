@@ -541,7 +541,7 @@ def test_valid_loopback_config() -> None:
         (["--max-txn-ops", "0"], "--max-txn-ops must be >0 (set to 0)"),
         (["--bcrypt-cost", "3"], "--bcrypt-cost must be between 4 and 31 (set to 3)"),
         (["--auth-token", "bogus"], "unknown token type: bogus"),
-        (["--auth-token", "jwt,pub-key=x"], "flag --auth-token is not supported yet"),
+        (["--auth-token", "jwt,pub-key=x"], "--auth-token: jwt: sign-method is required"),
         (["--metrics", "bogus"], '--metrics must be "basic" or "extensive" (set to "bogus")'),
         (["--cert-file", "c.pem"], "--cert-file and --key-file must be given together"),
         (["--listen-client-urls", "https://127.0.0.1:23791", "--advertise-client-urls", "https://127.0.0.1:23791"],

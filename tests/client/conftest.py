@@ -16,9 +16,7 @@ SERVERS = ["etcd", "meshkit"]
 # Tests that need a server service meshkit does not have yet. Against meshkit they
 # are strict xfail: the day the service lands they XPASS and fail the run, so the
 # entry is removed rather than hiding a regression.
-MESHKIT_XFAIL: dict[str, str] = {
-    "tests/client/test_failover.py::test_auth_token": "Auth service: issue 5",
-}
+MESHKIT_XFAIL: dict[str, str] = {}
 
 
 def _xfail_reason(nodeid: str) -> str | None:

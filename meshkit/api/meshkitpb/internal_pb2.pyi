@@ -23,6 +23,14 @@ class LeaseExpireRequest(_message.Message):
     ids: _containers.RepeatedScalarFieldContainer[int]
     def __init__(self, ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
+class AuthenticateInternal(_message.Message):
+    __slots__ = ("name", "simple_token")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    SIMPLE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    simple_token: str
+    def __init__(self, name: _Optional[str] = ..., simple_token: _Optional[str] = ...) -> None: ...
+
 class MemberAttrRequest(_message.Message):
     __slots__ = ("member_id", "name", "client_urls")
     MEMBER_ID_FIELD_NUMBER: _ClassVar[int]
@@ -34,7 +42,7 @@ class MemberAttrRequest(_message.Message):
     def __init__(self, member_id: _Optional[int] = ..., name: _Optional[str] = ..., client_urls: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class InternalRequest(_message.Message):
-    __slots__ = ("header", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "lease_checkpoint", "lease_expire", "alarm", "member_attr")
+    __slots__ = ("header", "put", "delete_range", "txn", "compaction", "lease_grant", "lease_revoke", "lease_checkpoint", "lease_expire", "alarm", "member_attr", "auth_enable", "auth_disable", "authenticate", "auth_user_add", "auth_user_delete", "auth_user_get", "auth_user_change_password", "auth_user_grant_role", "auth_user_revoke_role", "auth_user_list", "auth_role_list", "auth_role_add", "auth_role_delete", "auth_role_get", "auth_role_grant_permission", "auth_role_revoke_permission", "auth_status")
     HEADER_FIELD_NUMBER: _ClassVar[int]
     PUT_FIELD_NUMBER: _ClassVar[int]
     DELETE_RANGE_FIELD_NUMBER: _ClassVar[int]
@@ -46,6 +54,23 @@ class InternalRequest(_message.Message):
     LEASE_EXPIRE_FIELD_NUMBER: _ClassVar[int]
     ALARM_FIELD_NUMBER: _ClassVar[int]
     MEMBER_ATTR_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ENABLE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_DISABLE_FIELD_NUMBER: _ClassVar[int]
+    AUTHENTICATE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_ADD_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_DELETE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_GET_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_CHANGE_PASSWORD_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_GRANT_ROLE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_REVOKE_ROLE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_USER_LIST_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_LIST_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_ADD_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_DELETE_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_GET_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_GRANT_PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    AUTH_ROLE_REVOKE_PERMISSION_FIELD_NUMBER: _ClassVar[int]
+    AUTH_STATUS_FIELD_NUMBER: _ClassVar[int]
     header: RequestHeader
     put: _rpc_pb2.PutRequest
     delete_range: _rpc_pb2.DeleteRangeRequest
@@ -57,4 +82,21 @@ class InternalRequest(_message.Message):
     lease_expire: LeaseExpireRequest
     alarm: _rpc_pb2.AlarmRequest
     member_attr: MemberAttrRequest
-    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., put: _Optional[_Union[_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., lease_checkpoint: _Optional[_Union[_rpc_pb2.LeaseCheckpointRequest, _Mapping]] = ..., lease_expire: _Optional[_Union[LeaseExpireRequest, _Mapping]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmRequest, _Mapping]] = ..., member_attr: _Optional[_Union[MemberAttrRequest, _Mapping]] = ...) -> None: ...
+    auth_enable: _rpc_pb2.AuthEnableRequest
+    auth_disable: _rpc_pb2.AuthDisableRequest
+    authenticate: AuthenticateInternal
+    auth_user_add: _rpc_pb2.AuthUserAddRequest
+    auth_user_delete: _rpc_pb2.AuthUserDeleteRequest
+    auth_user_get: _rpc_pb2.AuthUserGetRequest
+    auth_user_change_password: _rpc_pb2.AuthUserChangePasswordRequest
+    auth_user_grant_role: _rpc_pb2.AuthUserGrantRoleRequest
+    auth_user_revoke_role: _rpc_pb2.AuthUserRevokeRoleRequest
+    auth_user_list: _rpc_pb2.AuthUserListRequest
+    auth_role_list: _rpc_pb2.AuthRoleListRequest
+    auth_role_add: _rpc_pb2.AuthRoleAddRequest
+    auth_role_delete: _rpc_pb2.AuthRoleDeleteRequest
+    auth_role_get: _rpc_pb2.AuthRoleGetRequest
+    auth_role_grant_permission: _rpc_pb2.AuthRoleGrantPermissionRequest
+    auth_role_revoke_permission: _rpc_pb2.AuthRoleRevokePermissionRequest
+    auth_status: _rpc_pb2.AuthStatusRequest
+    def __init__(self, header: _Optional[_Union[RequestHeader, _Mapping]] = ..., put: _Optional[_Union[_rpc_pb2.PutRequest, _Mapping]] = ..., delete_range: _Optional[_Union[_rpc_pb2.DeleteRangeRequest, _Mapping]] = ..., txn: _Optional[_Union[_rpc_pb2.TxnRequest, _Mapping]] = ..., compaction: _Optional[_Union[_rpc_pb2.CompactionRequest, _Mapping]] = ..., lease_grant: _Optional[_Union[_rpc_pb2.LeaseGrantRequest, _Mapping]] = ..., lease_revoke: _Optional[_Union[_rpc_pb2.LeaseRevokeRequest, _Mapping]] = ..., lease_checkpoint: _Optional[_Union[_rpc_pb2.LeaseCheckpointRequest, _Mapping]] = ..., lease_expire: _Optional[_Union[LeaseExpireRequest, _Mapping]] = ..., alarm: _Optional[_Union[_rpc_pb2.AlarmRequest, _Mapping]] = ..., member_attr: _Optional[_Union[MemberAttrRequest, _Mapping]] = ..., auth_enable: _Optional[_Union[_rpc_pb2.AuthEnableRequest, _Mapping]] = ..., auth_disable: _Optional[_Union[_rpc_pb2.AuthDisableRequest, _Mapping]] = ..., authenticate: _Optional[_Union[AuthenticateInternal, _Mapping]] = ..., auth_user_add: _Optional[_Union[_rpc_pb2.AuthUserAddRequest, _Mapping]] = ..., auth_user_delete: _Optional[_Union[_rpc_pb2.AuthUserDeleteRequest, _Mapping]] = ..., auth_user_get: _Optional[_Union[_rpc_pb2.AuthUserGetRequest, _Mapping]] = ..., auth_user_change_password: _Optional[_Union[_rpc_pb2.AuthUserChangePasswordRequest, _Mapping]] = ..., auth_user_grant_role: _Optional[_Union[_rpc_pb2.AuthUserGrantRoleRequest, _Mapping]] = ..., auth_user_revoke_role: _Optional[_Union[_rpc_pb2.AuthUserRevokeRoleRequest, _Mapping]] = ..., auth_user_list: _Optional[_Union[_rpc_pb2.AuthUserListRequest, _Mapping]] = ..., auth_role_list: _Optional[_Union[_rpc_pb2.AuthRoleListRequest, _Mapping]] = ..., auth_role_add: _Optional[_Union[_rpc_pb2.AuthRoleAddRequest, _Mapping]] = ..., auth_role_delete: _Optional[_Union[_rpc_pb2.AuthRoleDeleteRequest, _Mapping]] = ..., auth_role_get: _Optional[_Union[_rpc_pb2.AuthRoleGetRequest, _Mapping]] = ..., auth_role_grant_permission: _Optional[_Union[_rpc_pb2.AuthRoleGrantPermissionRequest, _Mapping]] = ..., auth_role_revoke_permission: _Optional[_Union[_rpc_pb2.AuthRoleRevokePermissionRequest, _Mapping]] = ..., auth_status: _Optional[_Union[_rpc_pb2.AuthStatusRequest, _Mapping]] = ...) -> None: ...

@@ -31,7 +31,14 @@ from meshkit._internal.errors import MeshkitError
 from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.v3electionpb import v3election_pb2 as epb
 from meshkit.api.v3electionpb import v3election_pb2_grpc
-from meshkit.server.api.lock import ServerKV, ServiceError, abort_unknown, first_create, kv_to_pb
+from meshkit.server.api.lock import (
+    CALLER,
+    ServerKV,
+    ServiceError,
+    abort_unknown,
+    first_create,
+    kv_to_pb,
+)
 from meshkit.server.etcdserver.server import EtcdServer
 from meshkit.server.mvcc.kv import EventType
 from meshkit.server.mvcc.watchable import prefix_end
@@ -74,6 +81,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
     async def Campaign(
         self, request: epb.CampaignRequest, context: grpc.aio.ServicerContext
     ) -> epb.CampaignResponse:
+        CALLER.set(context)
         kv = self.kv
         key = b""
         rev = 0
@@ -121,6 +129,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
     async def Proclaim(
         self, request: epb.ProclaimRequest, context: grpc.aio.ServicerContext
     ) -> epb.ProclaimResponse:
+        CALLER.set(context)
         try:
             if not request.HasField("leader"):
                 raise _missing_leader()
@@ -133,6 +142,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         return epb.ProclaimResponse(header=resp.header)
 
     async def Resign(self, request: epb.ResignRequest, context: grpc.aio.ServicerContext) -> epb.ResignResponse:
+        CALLER.set(context)
         try:
             if not request.HasField("leader"):
                 raise _missing_leader()
@@ -145,6 +155,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
         return epb.ResignResponse(header=resp.header)
 
     async def Leader(self, request: epb.LeaderRequest, context: grpc.aio.ServicerContext) -> epb.LeaderResponse:
+        CALLER.set(context)
         try:
             pfx = bytes(request.name) + b"/"
             resp = await self.kv.range(first_create(pfx).request_range)
@@ -158,6 +169,7 @@ class ElectionService(v3election_pb2_grpc.ElectionServicer):
     async def Observe(
         self, request: epb.LeaderRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[epb.LeaderResponse]:
+        CALLER.set(context)
         # etcd's observe ends the stream (no error) when a read or watch fails.
         with contextlib.suppress(MeshkitError):
             async for resp in self._observe(bytes(request.name) + b"/"):

@@ -9,6 +9,7 @@ from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
 from meshkit.api.meshkitpb import internal_pb2 as ipb
 from meshkit.server.api import validate
+from meshkit.server.api.authctx import propose_as, read_as
 from meshkit.server.api.errors import abort
 from meshkit.server.apply import is_txn_readonly
 from meshkit.server.etcdserver.server import EtcdServer
@@ -24,7 +25,8 @@ class KVService(rpc_pb2_grpc.KVServicer):
             validate.check_range(request)
             if not request.serializable:
                 await s.linearizable_barrier()
-            resp = s.applier.range(request)
+            resp = read_as(s, context, lambda ai: s.auth.check_range(ai, request.key, request.range_end),
+                           lambda: s.applier.range(request))
         except EtcdError as e:
             await abort(context, e)
         s.header(resp.header)
@@ -34,7 +36,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
         s = self.s
         try:
             validate.check_put(request)
-            resp = await s.propose(ipb.InternalRequest(put=request))
+            resp = await propose_as(s, context, ipb.InternalRequest(put=request))
         except EtcdError as e:
             await abort(context, e)
         s.header(resp.header)
@@ -46,7 +48,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
         s = self.s
         try:
             validate.check_delete(request)
-            resp = await s.propose(ipb.InternalRequest(delete_range=request))
+            resp = await propose_as(s, context, ipb.InternalRequest(delete_range=request))
         except EtcdError as e:
             await abort(context, e)
         s.header(resp.header)
@@ -60,9 +62,10 @@ class KVService(rpc_pb2_grpc.KVServicer):
                 # Read-only txns never enter the log (etcd does the same).
                 if not _txn_serializable(request):
                     await s.linearizable_barrier()
-                resp = s.applier.txn_readonly(request)
+                resp = read_as(s, context, lambda ai: s.auth.check_txn(ai, request),
+                               lambda: s.applier.txn_readonly(request))
             else:
-                resp = await s.propose(ipb.InternalRequest(txn=request))
+                resp = await propose_as(s, context, ipb.InternalRequest(txn=request))
         except EtcdError as e:
             await abort(context, e)
         s.header(resp.header)
@@ -73,7 +76,7 @@ class KVService(rpc_pb2_grpc.KVServicer):
     ) -> pb.CompactionResponse:
         s = self.s
         try:
-            resp = await s.propose(ipb.InternalRequest(compaction=request))
+            resp = await propose_as(s, context, ipb.InternalRequest(compaction=request))
         except EtcdError as e:
             await abort(context, e)
         s.header(resp.header)

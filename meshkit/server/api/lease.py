@@ -16,6 +16,7 @@ from meshkit._internal.errors import EtcdError, LeaseNotFoundError
 from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
 from meshkit.api.meshkitpb import internal_pb2 as ipb
+from meshkit.server.api.authctx import auth_info, propose_as
 from meshkit.server.api.errors import abort
 from meshkit.server.etcdserver.server import EtcdServer
 
@@ -31,7 +32,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         try:
             if request.ID == 0:
                 request.ID = s.new_lease_id()
-            resp = await s.propose(ipb.InternalRequest(lease_grant=request))
+            resp = await propose_as(s, context, ipb.InternalRequest(lease_grant=request))
         except EtcdError as e:
             await abort(context, e)
         s.header(resp.header)
@@ -42,7 +43,7 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
     ) -> pb.LeaseRevokeResponse:
         s = self.s
         try:
-            resp = await s.propose(ipb.InternalRequest(lease_revoke=request))
+            resp = await propose_as(s, context, ipb.InternalRequest(lease_revoke=request))
         except EtcdError as e:
             await abort(context, e)
         s.header(resp.header)
@@ -72,6 +73,11 @@ class LeaseService(rpc_pb2_grpc.LeaseServicer):
         try:
             # Forwarded to the leader from a follower (etcd: over the peer API).
             resp = await s.lease_time_to_live(request.ID, request.keys)
+            if request.keys:
+                # Listing the keys needs read permission on every one of them.
+                ai = auth_info(s, context)
+                for key in resp.keys:
+                    s.auth.check_range(ai, key, b"")
         except EtcdError as e:
             await abort(context, e)
         s.header(resp.header)

@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from typing import Any
+import contextvars
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import grpc
 
@@ -33,11 +35,17 @@ from meshkit.api.mvccpb import kv_pb2
 from meshkit.api.v3lockpb import v3lock_pb2 as lpb
 from meshkit.api.v3lockpb import v3lock_pb2_grpc
 from meshkit.server.api import validate
+from meshkit.server.api.authctx import propose_as, read_as
 from meshkit.server.apply import is_txn_readonly
+from meshkit.server.auth import AuthInfo
 from meshkit.server.etcdserver.server import EtcdServer
 from meshkit.server.mvcc import KeyValue
 from meshkit.server.mvcc.kv import EventType
 from meshkit.server.mvcc.watchable import prefix_end
+
+# The gRPC call a lock/election handler serves (each call runs in its own task).
+CALLER: contextvars.ContextVar[grpc.aio.ServicerContext | None] = contextvars.ContextVar("caller", default=None)
+T = TypeVar("T")
 
 # etcd's concurrency.NewSession default TTL (used when a request names lease 0).
 DEFAULT_SESSION_TTL = 60
@@ -80,14 +88,29 @@ class ServerKV:
     def __init__(self, server: EtcdServer) -> None:
         self.s = server
 
+    # etcd runs these services on a client that forwards the caller's token, so
+    # every operation is checked as the caller (CALLER holds the gRPC call).
+    async def _propose(self, req: ipb.InternalRequest) -> Any:
+        context = CALLER.get()
+        if context is None:
+            return await self.s.propose(req)
+        return await propose_as(self.s, context, req)
+
+    def _read(self, check: Callable[[AuthInfo | None], None], get: Callable[[], T]) -> T:
+        context = CALLER.get()
+        if context is None:
+            return get()
+        return read_as(self.s, context, check, get)
+
     async def txn(self, req: pb.TxnRequest) -> pb.TxnResponse:
         s = self.s
         validate.check_txn(req, s.settings.max_txn_ops)
         if is_txn_readonly(req):
             await s.linearizable_barrier()
-            resp: pb.TxnResponse = s.applier.txn_readonly(req)
+            resp: pb.TxnResponse = self._read(lambda ai: s.auth.check_txn(ai, req),
+                                              lambda: s.applier.txn_readonly(req))
         else:
-            resp = await s.propose(ipb.InternalRequest(txn=req))
+            resp = await self._propose(ipb.InternalRequest(txn=req))
         s.header(resp.header)
         return resp
 
@@ -95,7 +118,8 @@ class ServerKV:
         s = self.s
         validate.check_range(req)
         await s.linearizable_barrier()
-        resp: pb.RangeResponse = s.applier.range(req)
+        resp: pb.RangeResponse = self._read(lambda ai: s.auth.check_range(ai, req.key, req.range_end),
+                                            lambda: s.applier.range(req))
         s.header(resp.header)
         return resp
 
@@ -103,14 +127,14 @@ class ServerKV:
         s = self.s
         req = pb.DeleteRangeRequest(key=key)
         validate.check_delete(req)
-        resp: pb.DeleteRangeResponse = await s.propose(ipb.InternalRequest(delete_range=req))
+        resp: pb.DeleteRangeResponse = await self._propose(ipb.InternalRequest(delete_range=req))
         s.header(resp.header)
         return resp
 
     async def grant(self, ttl: int) -> int:
         s = self.s
         req = pb.LeaseGrantRequest(TTL=ttl, ID=s.new_lease_id())
-        resp: pb.LeaseGrantResponse = await s.propose(ipb.InternalRequest(lease_grant=req))
+        resp: pb.LeaseGrantResponse = await self._propose(ipb.InternalRequest(lease_grant=req))
         if resp.error:
             raise ServiceError(resp.error)
         return int(resp.ID)
@@ -121,7 +145,9 @@ class ServerKV:
         return lease if lease != 0 else await self.grant(DEFAULT_SESSION_TTL)
 
     def watch(self, key: bytes, range_end: bytes, start_revision: int) -> _Watch:
-        return _Watch(self.s, key, range_end, start_revision)
+        s = self.s
+        self._read(lambda ai: s.auth.check_range(ai, key, range_end), lambda: None)
+        return _Watch(s, key, range_end, start_revision)
 
     async def wait_delete(self, key: bytes, rev: int) -> None:
         """etcd's ``waitDelete``: return at the first delete of ``key`` seen from ``rev``."""
@@ -182,6 +208,7 @@ class LockService(v3lock_pb2_grpc.LockServicer):
         self.kv = ServerKV(server)
 
     async def Lock(self, request: lpb.LockRequest, context: grpc.aio.ServicerContext) -> lpb.LockResponse:
+        CALLER.set(context)
         kv = self.kv
         key = b""
         acquired = False
@@ -220,6 +247,7 @@ class LockService(v3lock_pb2_grpc.LockServicer):
                     await asyncio.shield(kv.delete(key))
 
     async def Unlock(self, request: lpb.UnlockRequest, context: grpc.aio.ServicerContext) -> lpb.UnlockResponse:
+        CALLER.set(context)
         try:
             resp = await self.kv.delete(request.key)
         except MeshkitError as e:

@@ -6,6 +6,10 @@ docs/compat.md for their status.
 
 from __future__ import annotations
 
+import asyncio
+import hashlib
+import tempfile
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -13,11 +17,17 @@ import grpc
 from meshkit._internal.errors import EtcdError
 from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
+from meshkit.api.meshkitpb import internal_pb2 as ipb
+from meshkit.server.api.authctx import check_admin, check_admin_maintenance
 from meshkit.server.api.errors import abort
+from meshkit.server.backend.bbolt import snapshot_from_sqlite
+from meshkit.server.etcdserver.alarms import alarm_text
 from meshkit.server.etcdserver.server import EtcdServer
 
 # The etcd release whose API meshkit speaks; clients gate features on it.
 ETCD_API_VERSION = "3.4.0"
+# etcd streams its snapshot in 32 KiB blobs.
+SNAPSHOT_CHUNK = 32 * 1024
 
 
 class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
@@ -35,15 +45,17 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
             raftTerm=s.term,
             raftAppliedIndex=s.applied_index,
             isLearner=s.is_learner(),
+            errors=[alarm_text(m) for m in s.alarms.get()],
         )
         s.header(resp.header)
         return resp
 
     async def Alarm(self, request: pb.AlarmRequest, context: grpc.aio.ServicerContext) -> pb.AlarmResponse:
-        if request.action != pb.AlarmRequest.GET:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED, "meshkit: alarm activation comes with the quota work")
-        # No quota or corruption check raises alarms yet, so the list is truly empty.
-        resp = pb.AlarmResponse()
+        # Every action (GET too) goes through the log, as etcd 3.4's.
+        try:
+            resp: pb.AlarmResponse = await self.s.propose(ipb.InternalRequest(alarm=request))
+        except EtcdError as e:
+            await abort(context, e)
         self.s.header(resp.header)
         return resp
 
@@ -51,6 +63,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     async def HashKV(self, request: pb.HashKVRequest, context: grpc.aio.ServicerContext) -> pb.HashKVResponse:
         s = self.s
         try:
+            check_admin_maintenance(s, context)
             h, compact_rev = s.store.hash_kv(request.revision)
         except EtcdError as e:
             await abort(context, e)
@@ -58,14 +71,49 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         s.header(resp.header)
         return resp
 
+    async def Snapshot(
+        self, request: pb.SnapshotRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.SnapshotResponse]:
+        """etcd's framing: the bbolt file in 32 KiB blobs with ``remaining_bytes``
+        counting down to 0, then one more message whose blob is the sha256 of
+        the file (remaining 0). No header, as etcd 3.4 (docs/snapshot.md)."""
+        s = self.s
+        try:
+            check_admin_maintenance(s, context)
+        except EtcdError as e:
+            await abort(context, e)
+        # A consistent copy taken between applies on the loop thread; the bbolt
+        # file is built from that copy in a worker thread.
+        s.store.commit()
+        image = s.backend.snapshot_bytes()
+        with tempfile.TemporaryFile(prefix="meshkit-snapshot-") as f:
+            size = await asyncio.to_thread(snapshot_from_sqlite, image, f)
+            del image
+            f.seek(0)
+            h = hashlib.sha256()
+            sent = 0
+            while sent < size:  # bounded: every pass sends a non-empty chunk
+                chunk = f.read(min(SNAPSHOT_CHUNK, size - sent))
+                if not chunk:
+                    raise RuntimeError(f"snapshot file ended at {sent} of {size} bytes")
+                sent += len(chunk)
+                h.update(chunk)
+                yield pb.SnapshotResponse(remaining_bytes=size - sent, blob=chunk)
+            yield pb.SnapshotResponse(remaining_bytes=0, blob=h.digest())
+
     async def Defragment(
         self, request: pb.DefragmentRequest, context: grpc.aio.ServicerContext
     ) -> pb.DefragmentResponse:
         s = self.s
+        try:
+            check_admin_maintenance(s, context)
+        except EtcdError as e:
+            await abort(context, e)
         # Runs on the loop thread between applies, like etcd's defrag holding
         # the backend lock: requests wait, none see a half-rewritten file.
         s.store.commit()
         s.backend.defragment()
+        s.db_size = s.backend.size()
         resp = pb.DefragmentResponse()
         s.header(resp.header)
         return resp
@@ -76,6 +124,7 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
     ) -> pb.MoveLeaderResponse:
         s = self.s
         try:
+            check_admin_maintenance(s, context)
             await s.move_leader(request.targetID)
         except EtcdError as e:
             await abort(context, e)
@@ -108,6 +157,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     ) -> pb.MemberAddResponse:
         s = self.s
         try:
+            check_admin(s, context)
             m, _ = await s.member_add(list(request.peerURLs), request.isLearner)
         except EtcdError as e:
             await abort(context, e)
@@ -124,6 +174,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     ) -> pb.MemberRemoveResponse:
         s = self.s
         try:
+            check_admin(s, context)
             await s.member_remove(request.ID)
         except EtcdError as e:
             await abort(context, e)
@@ -137,6 +188,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     ) -> pb.MemberUpdateResponse:
         s = self.s
         try:
+            check_admin(s, context)
             await s.member_update(request.ID, list(request.peerURLs))
         except EtcdError as e:
             await abort(context, e)
@@ -150,6 +202,7 @@ class ClusterService(rpc_pb2_grpc.ClusterServicer):
     ) -> pb.MemberPromoteResponse:
         s = self.s
         try:
+            check_admin(s, context)
             await s.member_promote(request.ID)
         except EtcdError as e:
             await abort(context, e)

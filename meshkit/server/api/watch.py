@@ -23,8 +23,10 @@ from typing import Any
 
 import grpc
 
+from meshkit._internal.errors import EtcdError
 from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.mvccpb import kv_pb2
+from meshkit.server.api.authctx import auth_info
 from meshkit.server.etcdserver.server import EtcdServer
 from meshkit.server.mvcc import KeyValue
 from meshkit.server.mvcc.watchable import Response, WatchableStore, WatchEvent, WatchStream
@@ -35,6 +37,8 @@ log = logging.getLogger("meshkit.server.watch")
 GRPC_OVERHEAD_BYTES = 512 * 1024
 
 _NOPUT = pb.WatchCreateRequest.NOPUT
+# etcd 3.4 cancels a watch the user may not read with the gRPC error's text.
+WATCH_DENIED = "rpc error: code = PermissionDenied desc = etcdserver: permission denied"
 _NODELETE = pb.WatchCreateRequest.NODELETE
 _U64 = (1 << 64) - 1
 
@@ -156,11 +160,19 @@ class WatchService:
             return self._watchable
         return self.s.watchable  # type: ignore[no-any-return,attr-defined]
 
+    def _watch_permitted(self, context: grpc.aio.ServicerContext, c: pb.WatchCreateRequest) -> bool:
+        """etcd's isWatchPermitted: read permission on the watched range."""
+        try:
+            self.s.auth.check_range(auth_info(self.s, context), c.key, c.range_end)
+        except EtcdError:
+            return False
+        return True
+
     async def Watch(self, request_iterator: AsyncIterator[pb.WatchRequest],
                     context: grpc.aio.ServicerContext) -> None:
         stream = self.watchable.new_stream()
         recv = asyncio.get_running_loop().create_task(
-            self._recv(request_iterator, stream), name="watch-recv")
+            self._recv(request_iterator, stream, context), name="watch-recv")
         encode = self._encoder.encode
         try:
             while True:
@@ -175,7 +187,8 @@ class WatchService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await recv
 
-    async def _recv(self, requests: AsyncIterator[pb.WatchRequest], stream: WatchStream) -> None:
+    async def _recv(self, requests: AsyncIterator[pb.WatchRequest], stream: WatchStream,
+                    context: grpc.aio.ServicerContext | None = None) -> None:
         try:
             async for req in requests:
                 await stream.wait_room()
@@ -184,6 +197,10 @@ class WatchService:
                 kind = req.WhichOneof("request_union")
                 if kind == "create_request":
                     c = req.create_request
+                    if context is not None and not self._watch_permitted(context, c):
+                        stream.push(Response(-1, self.s.store.current_revision, created=True,
+                                             canceled=True, cancel_reason=WATCH_DENIED))
+                        continue
                     filters = set(c.filters)
                     stream.watch(
                         c.key, c.range_end, c.start_revision, c.watch_id,

@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import random
 import struct
 import time
@@ -51,6 +52,7 @@ from meshkit._internal.errors import (
     MemberNotFoundError,
     MemberNotLearnerError,
     MeshkitError,
+    NoSpaceError,
     NotLeaderError,
     PeerURLExistError,
     RequestTooLargeError,
@@ -65,9 +67,18 @@ from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.meshkitpb import internal_pb2 as ipb
 from meshkit.api.meshkitpb import raft_pb2 as rpb
 from meshkit.server.apply import Applier
+from meshkit.server.auth import AuthStore, new_token_provider
+from meshkit.server.auth.apply import AUTH_KINDS, apply_auth, check_request
 from meshkit.server.backend import Backend
 from meshkit.server.etcdserver import ids
+from meshkit.server.etcdserver.alarms import (
+    DEFAULT_QUOTA_BYTES,
+    AlarmStore,
+    capped_refuses,
+    quota_cost,
+)
 from meshkit.server.etcdserver.compactor import Compactor
+from meshkit.server.etcdserver.metrics import ServerMetrics
 from meshkit.server.lease import (
     EXPIRY_CHECK_INTERVAL,
     LEASE_REVOKE_RATE,
@@ -97,6 +108,7 @@ from meshkit.server.raft import (
     StateRole,
 )
 from meshkit.server.snap import Snapshotter
+from meshkit.server.tls import TLSInfo
 from meshkit.server.transport import GrpcTransport, PeerUnreachableError, Transport
 from meshkit.server.wal import WAL, SnapshotMark
 
@@ -147,6 +159,48 @@ class MemberRemovedError(StoppedError):  # type: ignore[misc,valid-type]
     message = "the member has been permanently removed from the cluster"
 
 
+def _write_durably(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    _fsync_dir(path.parent)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _move_snapshot_db(incoming: Path, db: Path) -> None:
+    """Put a received snapshot db in place of the (closed) live one. The old
+    db's sqlite side files must go first: a -wal left behind would be replayed
+    into the new file."""
+    for side in ("-wal", "-shm"):
+        db.with_name(db.name + side).unlink(missing_ok=True)
+    os.replace(incoming, db)
+    _fsync_dir(db.parent)
+
+
+def finish_snapshot_install(snap_dir: Path, newest_index: int | None) -> None:
+    """At start, before the backend is opened: complete a snapshot install a
+    crash interrupted (the newest mark's ``.snap.db`` is still there) and drop
+    received dbs no mark refers to."""
+    for f in snap_dir.glob("*.snap.db"):
+        try:
+            index = int(f.name.split(".", 1)[0], 16)
+        except ValueError:
+            continue
+        if newest_index is not None and index == newest_index:
+            log.warning("finishing the install of the snapshot at index %d", index)
+            _move_snapshot_db(f, snap_dir / "db")
+        else:
+            f.unlink()
+
+
 def member_to_json(m: MemberInfo) -> dict[str, Any]:
     return {"id": m.id, "name": m.name, "peerURLs": list(m.peer_urls),
             "clientURLs": list(m.client_urls), "isLearner": m.is_learner}
@@ -174,6 +228,10 @@ class ServerSettings:
     listen_peer: tuple[tuple[str, int], ...] = ()
     strict_reconfig_check: bool = True
     snapshot_count: int = 100_000
+    # Entries kept behind a snapshot for slow followers (etcd's
+    # --experimental-snapshot-catchup-entries); a follower further behind
+    # is sent the whole database.
+    snapshot_catchup_entries: int = CATCH_UP_ENTRIES
     heartbeat_ms: int = 100
     election_ms: int = 1000
     max_request_bytes: int = 1_572_864
@@ -186,6 +244,14 @@ class ServerSettings:
     grpc_keepalive_timeout_ms: int = 20_000
     # etcd's --experimental-watch-progress-notify-interval (10 min)
     watch_progress_notify_interval_s: float = 600.0
+    # --quota-backend-bytes in force (0: no quota, as etcd's negative setting)
+    quota_backend_bytes: int = DEFAULT_QUOTA_BYTES
+    # --peer-cert-file, --peer-key-file, --peer-trusted-ca-file, --peer-client-cert-auth
+    peer_tls: TLSInfo | None = None
+    # --auth-token (simple | jwt,...), --bcrypt-cost, --auth-token-ttl
+    auth_token: str = "simple"
+    bcrypt_cost: int = 10
+    auth_token_ttl_s: float = 300.0
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -195,7 +261,7 @@ class EtcdServer:
     def __init__(self, settings: ServerSettings, *, rand: random.Random | None = None,
                  clock: Clock | None = None, transport: Transport | None = None) -> None:
         self.settings = settings
-        self.transport: Transport = transport or GrpcTransport(settings.listen_peer)
+        self.transport: Transport = transport or GrpcTransport(settings.listen_peer, tls=settings.peer_tls)
         self._inbox: list[Message] = []
         self._actions: list[Callable[[], None]] = []
         self._held: list[tuple[int, bytes]] = []
@@ -229,6 +295,8 @@ class EtcdServer:
         self._leader_ready = asyncio.Event()
         self._apply_hooks: list[Callable[[], None]] = []
         self._single_voter_cache: bool | None = None
+        self.metrics = ServerMetrics()
+        self.db_size = 0  # backend size, refreshed at each backend commit (the quota's view)
         self.wal: WAL
         self.store: KVStore
         self.backend: Backend
@@ -249,6 +317,8 @@ class EtcdServer:
         s = self.settings
         self.member_dir.mkdir(parents=True, exist_ok=True)
         (self.member_dir / "snap").mkdir(parents=True, exist_ok=True)
+        newest = self.snapshotter.load_newest()
+        finish_snapshot_install(self.member_dir / "snap", newest.index if newest else None)
         self.backend = Backend.open(self.member_dir / "snap" / "db")
         self.store = KVStore(self.backend)
         # Leases come back from the backend with their keys from the store; they
@@ -259,6 +329,9 @@ class EtcdServer:
         self._lease_applied = asyncio.Event()
         self._apply_hooks.append(self._notify_lease_waiters)
         self.applier = Applier(self.store, lessor=self.lessor)
+        self.auth = AuthStore(self.backend, new_token_provider(s.auth_token, self.clock, s.auth_token_ttl_s))
+        self.alarms = AlarmStore(self.backend)
+        self.db_size = self.backend.size()
         # Watchers get every write txn's events as it is applied.
         self.watchable = WatchableStore(self.store, progress_interval=s.watch_progress_notify_interval_s)
         self.applier.on_events = self.watchable.notify
@@ -647,6 +720,14 @@ class EtcdServer:
             raise StoppedError()
         if self._removed:
             raise MemberRemovedError()
+        quota = self.settings.quota_backend_bytes
+        if quota > 0:
+            cost = quota_cost(req)
+            # etcd's quotaKVServer/quotaLeaseServer: a request that would grow the
+            # backend past the quota raises NOSPACE (cluster-wide, via the log).
+            if cost and self.db_size + cost >= quota:
+                await self._raise_nospace()
+                raise NoSpaceError()
         rid = self._next_id
         self._next_id += 1
         req.header.id = rid
@@ -663,6 +744,15 @@ class EtcdServer:
             return await fut
         finally:
             self._waiters.pop(rid, None)
+
+    async def _raise_nospace(self) -> None:
+        if self.alarms.nospace:
+            return
+        log.warning("database space exceeded (%d bytes, quota %d): raising the NOSPACE alarm",
+                    self.db_size, self.settings.quota_backend_bytes)
+        with contextlib.suppress(EtcdError):
+            await self.propose(ipb.InternalRequest(alarm=pb.AlarmRequest(
+                action=pb.AlarmRequest.ACTIVATE, memberID=self.member_id, alarm=pb.NOSPACE)))
 
     def _expire_waiters(self, now: float) -> None:
         # Waiters are inserted in deadline order (one timeout for all), so the
@@ -945,17 +1035,19 @@ class EtcdServer:
                 rd = node.ready()
                 if rd.soft_state is not None and node.role == StateRole.LEADER:
                     self._leader_ready.set()
+                if rd.soft_state is not None:
+                    self.metrics.saw_leader(rd.soft_state.lead)
                 if rd.soft_state is not None and node.role != StateRole.LEADER and self.lessor.is_primary:
                     self.lessor.demote()
                 if not rd.snapshot.is_empty():
-                    self._install_snapshot(rd.snapshot)
+                    await self._install_snapshot(rd.snapshot)
                 if rd.hard_state is not None or rd.entries:
                     self.wal.save(rd.hard_state, rd.entries)
                     if rd.must_sync:
                         # In a worker thread so requests keep flowing into the next
                         # batch meanwhile; an inline fsync measured better at one
                         # client but halved throughput at 16-64 (batches shrink).
-                        await asyncio.to_thread(self.wal.sync)
+                        await asyncio.to_thread(self._timed_wal_sync)
                 if rd.entries:
                     self.storage.append(rd.entries)
                 if rd.hard_state is not None:
@@ -981,6 +1073,11 @@ class EtcdServer:
             self._release_reads()
             self._maybe_commit_backend()
             self._maybe_snapshot()
+
+    def _timed_wal_sync(self) -> None:
+        t0 = time.perf_counter()
+        self.wal.sync()
+        self.metrics.wal_fsync_seconds.observe(time.perf_counter() - t0)
 
     def _step_inbox(self) -> None:
         msgs, self._inbox = self._inbox, []
@@ -1027,10 +1124,76 @@ class EtcdServer:
         return Message(MessageType.MsgSnap, to=m.to, frm=m.frm, term=m.term,
                        snapshot=Snapshot(meta, data))
 
-    def _install_snapshot(self, snap: Snapshot) -> None:
-        raise NotImplementedError(
-            f"installing a snapshot from the leader (index {snap.metadata.index}) is not implemented yet"
-        )
+    async def _install_snapshot(self, snap: Snapshot) -> None:
+        """This follower fell behind the leader's compacted log: replace the
+        backend with the database the leader sent (etcd's applySnapshot).
+
+        Crash-safe order: the db is written and fsynced as
+        ``snap/<index>.snap.db``, then the WAL snapshot record, then the snapshot
+        mark file; only then is it moved over the live db. A restart that finds
+        the newest mark's ``.snap.db`` still there finishes the move
+        (:func:`finish_snapshot_install`); one that finds only the ``.snap.db``
+        (no mark) discards it and is caught up by the leader again."""
+        md = snap.metadata
+        if md.index <= self.applied_index:
+            raise RaftError(f"snapshot at {md.index} is not ahead of applied index {self.applied_index}")
+        snap_dir = self.member_dir / "snap"
+        incoming = snap_dir / f"{md.index:016x}.snap.db"
+        log.info("installing a snapshot at index %d (term %d, %d bytes)", md.index, md.term, len(snap.data))
+        await asyncio.to_thread(_write_durably, incoming, snap.data)
+        # The WAL needs the record before any entry after the gap is appended.
+        self.wal.save_snapshot(SnapshotMark(md.index, md.term))
+        self.snapshotter.save(md)
+        # Swap: nothing else runs on the loop until the new store is in place.
+        self.backend.close(commit=False)
+        _move_snapshot_db(incoming, snap_dir / "db")
+        backend = Backend.open(snap_dir / "db")
+        if backend.consistent_index != md.index:
+            raise RaftError(
+                f"snapshot db applied up to {backend.consistent_index}, its metadata says {md.index}"
+            )
+        self.backend = backend
+        self.store = KVStore(backend)
+        self.lessor.recover(self.store.leased_keys(), backend=backend)
+        self.applier.store = self.store
+        # (etcd's restoreAlarms) the alarms the leader had when it sent the db
+        self.alarms = AlarmStore(backend)
+        self.db_size = backend.size()
+        # Synced watchers catch up from the new store (or get the compacted cancel).
+        self.watchable.restore(self.store)
+        self.storage.apply_snapshot(Snapshot(metadata=md))
+        self._reload_members()
+        self._single_voter_cache = None
+        self.applied_index = md.index
+        self.committed_index = max(self.committed_index, md.index)
+        self._snapshot_index = md.index
+        for hook in self._apply_hooks:
+            hook()
+        log.info("installed the snapshot at index %d: revision %d", md.index, self.store.current_revision)
+
+    def _reload_members(self) -> None:
+        """The member list from a newly installed db, mirrored into the transport."""
+        me = self.members.get(self.member_id)
+        members: dict[int, MemberInfo] = {}
+        for key, raw in self.backend.bucket_items("members"):
+            (mid,) = struct.unpack(">Q", key)
+            d = json.loads(raw)
+            members[mid] = MemberInfo(mid, d["name"], tuple(d["peerURLs"]),
+                                      tuple(d["clientURLs"]), bool(d["isLearner"]))
+        for mid in set(self.members) - set(members):
+            if mid != self.member_id:
+                self.transport.remove_peer(mid)
+        if self.member_id not in members:
+            self._removed = True
+            log.warning("this member (%x) is not in the snapshot's membership: removed", self.member_id)
+        elif me is not None:
+            new = members[self.member_id]
+            members[self.member_id] = MemberInfo(new.id, me.name, new.peer_urls, me.client_urls,
+                                                 new.is_learner)
+        self.members = members
+        for m in members.values():
+            if m.id != self.member_id:
+                self.transport.set_peer(m.id, m.peer_urls)
 
     def _feed_proposals(self) -> None:
         props = self._held + self._proposals if self._held else self._proposals
@@ -1092,11 +1255,21 @@ class EtcdServer:
                 req = ipb.InternalRequest.FromString(e.data)
                 waiter = self._waiters.get(req.header.id)
                 try:
-                    if req.WhichOneof("request") == "member_attr":
+                    kind = req.WhichOneof("request")
+                    if kind == "member_attr":
                         self._apply_member_attr(req.member_attr)
                         result: Any = None
+                    elif kind == "alarm":
+                        result = self.alarms.apply(req.alarm)
+                    elif self.alarms.nospace and capped_refuses(req):
+                        raise NoSpaceError()  # etcd's capped applier
                     else:
-                        result = self._dispatch(applier, req)
+                        # etcd's auth applier: the header's user, in log order.
+                        check_request(self.auth, req, kind, self.lessor)
+                        if kind in AUTH_KINDS:
+                            result = apply_auth(self.auth, req, kind, e.index)
+                        else:
+                            result = self._dispatch(applier, req)
                 except EtcdError as err:
                     if waiter is not None and not waiter.future.done():
                         waiter.future.set_exception(err)
@@ -1196,6 +1369,7 @@ class EtcdServer:
         if now - self._last_backend_commit >= BACKEND_COMMIT_INTERVAL:
             self.store.commit()
             self._last_backend_commit = now
+            self.db_size = self.backend.size()
 
     def _maybe_snapshot(self) -> None:
         if self.applied_index - self._snapshot_index < self.settings.snapshot_count:
@@ -1209,7 +1383,9 @@ class EtcdServer:
         self.wal.save_snapshot(SnapshotMark(index, term))
         self.wal.release_to(index)
         self.storage.create_snapshot(index, meta.conf_state, b"")
-        if index > CATCH_UP_ENTRIES:
-            self.storage.compact(index - CATCH_UP_ENTRIES)
+        # (after a snapshot was installed the log may already start later)
+        cut = index - self.settings.snapshot_catchup_entries
+        if cut >= self.storage.first_index():
+            self.storage.compact(cut)
         self._snapshot_index = index
         log.info("snapshot at index %d (term %d); wal released", index, term)

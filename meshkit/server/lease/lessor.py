@@ -246,10 +246,14 @@ class Lessor:
         return out
 
     # ----------------------------------------------------------- recovery
-    def recover(self, items: Iterable[tuple[bytes, int]] | None = None) -> None:
+    def recover(self, items: Iterable[tuple[bytes, int]] | None = None, *,
+                backend: Backend | None = None) -> None:
         """Reload leases from the backend bucket and their keys from
         ``(key, lease)`` pairs of the live keys. Leases are non-primary (forever)
-        until :meth:`promote`."""
+        until :meth:`promote`. ``backend``: from now on use this one (a snapshot
+        from the leader replaced the database)."""
+        if backend is not None:
+            self._backend = backend
         self._leases.clear()
         self._heap = []
         self._primary = False

@@ -496,6 +496,22 @@ class WatchableStore:
         if self.unsynced:
             self._kick.set()
 
+    def restore(self, store: KVStore) -> None:
+        """The store was replaced (a snapshot from the leader, etcd's
+        watchableStore.Restore): every synced watcher becomes unsynced at its
+        next revision and catches up from the new store; one whose revision is
+        now compacted gets the compacted cancel. Synced watchers had every
+        event up to the old store's revision, so none is sent twice."""
+        delivered = self.store.current_revision
+        self.store = store
+        for w in list(self.synced):
+            self.synced.remove(w)
+            w.state = Watcher.UNSYNCED
+            w.min_rev = max(w.min_rev, delivered + 1)
+            self.unsynced.add(w)
+        if self.unsynced:
+            self._kick.set()
+
     # ---- membership --------------------------------------------------------------
 
     def _add(self, w: Watcher) -> None:

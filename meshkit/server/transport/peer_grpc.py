@@ -24,6 +24,7 @@ import grpc
 
 from meshkit.api.meshkitpb import raft_pb2 as rpb
 from meshkit.server.raft import Message, MessageType
+from meshkit.server.tls import TLSInfo
 from meshkit.server.transport.base import (
     MAX_BATCH_MESSAGES,
     MAX_PENDING_MESSAGES,
@@ -51,10 +52,18 @@ def url_target(url: str) -> str:
     u = urlsplit(url)
     if u.scheme not in ("http", "https") or not u.hostname or u.port is None:
         raise ValueError(f"invalid peer URL {url!r}")
-    if u.scheme == "https":
-        raise NotImplementedError(f"TLS peer URLs ({url}) are not supported yet")
     host = "127.0.0.1" if u.hostname == "localhost" else u.hostname
     return f"{host}:{u.port}"
+
+
+def _channel(owner: GrpcTransport, url: str) -> grpc.aio.Channel:
+    """A channel to a peer URL: TLS with the member's peer certificate for https."""
+    target = url_target(url)
+    if urlsplit(url).scheme == "https":
+        if owner.tls is None:
+            raise PeerUnreachableError(f"peer URL {url} is https but no --peer-trusted-ca-file/--peer-cert-file is set")
+        return grpc.aio.secure_channel(target, owner.tls.channel_credentials(), options=_OPTIONS)
+    return grpc.aio.insecure_channel(target, options=_OPTIONS)
 
 
 class _Peer:
@@ -66,7 +75,7 @@ class _Peer:
         self.wake = asyncio.Event()
         self.active_since: float | None = None
         self.mismatch_logged = False
-        self.channel = grpc.aio.insecure_channel(url_target(self.urls[0]), options=_OPTIONS)
+        self.channel = _channel(owner, self.urls[0])
         self.send_rpc = self.channel.unary_unary(
             _SEND, request_serializer=rpb.RaftBatch.SerializeToString,
             response_deserializer=rpb.RaftBatchAck.FromString,
@@ -135,8 +144,10 @@ class GrpcTransport:
     """``meshkitpb.Peer`` over gRPC on the given listen addresses."""
 
     def __init__(self, listen: Sequence[tuple[str, int]], *, send_timeout: float = 5.0,
-                 snapshot_timeout: float = 60.0) -> None:
+                 snapshot_timeout: float = 60.0, tls: TLSInfo | None = None) -> None:
         self.listen = list(listen)
+        # --peer-cert-file etc.: the listener serves TLS and https peers are dialed with it
+        self.tls = tls if tls is not None and not tls.empty else None
         self.ports: list[int] = []
         self.send_timeout = send_timeout
         self.snapshot_timeout = snapshot_timeout
@@ -166,7 +177,10 @@ class GrpcTransport:
         }),))
         for host, port in self.listen:
             try:
-                bound = server.add_insecure_port(f"{host}:{port}")
+                if self.tls is not None:
+                    bound = server.add_secure_port(f"{host}:{port}", self.tls.server_credentials())
+                else:
+                    bound = server.add_insecure_port(f"{host}:{port}")
             except RuntimeError:
                 bound = 0
             if not bound:
@@ -239,7 +253,7 @@ class GrpcTransport:
                             timeout: float) -> rpb.PeerResponse:  # noqa: ASYNC109
         errors = []
         for url in urls:
-            async with grpc.aio.insecure_channel(url_target(url), options=_OPTIONS) as ch:
+            async with _channel(self, url) as ch:
                 rpc = ch.unary_unary(_CALL, request_serializer=rpb.PeerRequest.SerializeToString,
                                      response_deserializer=rpb.PeerResponse.FromString)
                 try:

@@ -163,8 +163,6 @@ def _etcdctl(ep: str, *args: str, user: str | None = None) -> None:
 async def test_namespace_roles_with_etcd_auth(cluster: Cluster, request: pytest.FixtureRequest,
                                               tmp_path: Path) -> None:
     """The documented etcdctl commands give apps read and publishers write on a namespace."""
-    if cluster.kind == "meshkit":
-        request.applymarker(pytest.mark.xfail(strict=True, reason="Auth service: issue 5"))
     ep = cluster.endpoint
     root = "root:rootpw"
     await asyncio.to_thread(_etcdctl, ep, "user", "add", root, "--interactive=false")
