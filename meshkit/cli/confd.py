@@ -18,11 +18,12 @@ from meshkit._internal.goflags import (
     FlagError,
     FlagSet,
     HelpRequested,
-    ValueError_,
     parse_bool,
-    parse_duration_ns,
 )
-from meshkit._internal.logging import LEVELS, configure_logging
+from meshkit._internal.logging import configure_logging
+from meshkit.cli._values import as_str as _str
+from meshkit.cli._values import level as _level
+from meshkit.cli._values import seconds as _seconds
 from meshkit.client import Client
 from meshkit.confd import Confd, ConfdConfig
 
@@ -57,21 +58,10 @@ Flags:
 """
 
 
-def _seconds(text: str) -> float:
-    try:
-        return float(int(text))
-    except ValueError:
-        return parse_duration_ns(text) / 1e9
 
 
-def _str(text: str) -> str:
-    return text
 
 
-def _level(text: str) -> str:
-    if text not in LEVELS:
-        raise ValueError_(f"unknown level (one of {', '.join(LEVELS)})")
-    return text
 
 
 FLAGS = FlagSet([

@@ -25,31 +25,22 @@ from meshkit._internal.goflags import (
     FlagSet,
     HelpRequested,
     ValueError_,
-    parse_duration_ns,
     parse_int,
 )
 from meshkit._internal.logging import LEVELS, configure_logging, get_logger
+from meshkit.cli._values import as_str as _str
+from meshkit.cli._values import choice as _choice
+from meshkit.cli._values import seconds as _seconds
 
 __all__ = ["main", "parse_args", "services_main"]
 
 _log = get_logger("registry.sidecar")
 
 
-def _str(text: str) -> str:
-    return text
 
 
-def _duration_s(text: str) -> float:
-    ns = parse_duration_ns(text)
-    return ns / 1e9
 
 
-def _seconds(text: str) -> float:
-    """A duration (``30s``, ``1m``) or plain seconds (``30``)."""
-    try:
-        return float(parse_int(text))
-    except ValueError_:
-        return _duration_s(text)
 
 
 def _int(text: str) -> int:
@@ -63,12 +54,6 @@ def _meta(text: str) -> tuple[str, str]:
     return key, value
 
 
-def _choice(*allowed: str) -> Any:
-    def parse(text: str) -> str:
-        if text not in allowed:
-            raise ValueError_(f"must be one of {', '.join(allowed)}")
-        return text
-    return parse
 
 
 REGISTER_FLAGS = [

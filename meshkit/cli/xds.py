@@ -23,39 +23,24 @@ from meshkit._internal.goflags import (
     FlagError,
     FlagSet,
     HelpRequested,
-    ValueError_,
-    parse_duration_ns,
 )
+from meshkit._internal.goflags import parse_bool as _bool
 from meshkit._internal.logging import LEVELS, configure_logging, get_logger
+from meshkit.cli._values import as_str as _str
+from meshkit.cli._values import choice as _choice
+from meshkit.cli._values import seconds as _seconds
 
 __all__ = ["XDS_HELP", "main", "parse_args"]
 
 _log = get_logger("lb.xds")
 
 
-def _str(text: str) -> str:
-    return text
 
 
-def _bool(text: str) -> bool:
-    low = text.lower()
-    if low in ("1", "t", "true"):
-        return True
-    if low in ("0", "f", "false"):
-        return False
-    raise ValueError_("must be true or false")
 
 
-def _choice(*allowed: str) -> Any:
-    def parse(text: str) -> str:
-        if text not in allowed:
-            raise ValueError_(f"must be one of {', '.join(allowed)}")
-        return text
-    return parse
 
 
-def _seconds(text: str) -> float:
-    return parse_duration_ns(text) / 1e9
 
 
 XDS_FLAGS = [
