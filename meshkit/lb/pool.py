@@ -95,6 +95,9 @@ class Pool:
         self._withdrawn: set[Endpoint] = set()
         self._tasks: dict[Endpoint, list[asyncio.Task[None]]] = {}
         self._drained: dict[Endpoint, asyncio.Event] = {}
+        # Every drain task, also one that already took its endpoint off the lists:
+        # close() finishes them all, so none outlives the pool.
+        self._drain_tasks: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._remove_listener: Callable[[], None] | None = None
         self._changed = asyncio.Event()
@@ -170,6 +173,13 @@ class Pool:
             self._remove_listener()
         for ep in eps:
             await self._close_endpoint(ep)
+        me = asyncio.current_task()
+        pending = [t for t in self._drain_tasks if t is not me]
+        for t in pending:
+            t.cancel()
+        for t in pending:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
         self._changed.set()
 
     async def wait_changed(self) -> None:
@@ -252,6 +262,8 @@ class Pool:
         _log.info("instance %s (%s) withdrawn: draining %d calls", key, ep.addr, ep.in_flight)
         task = self._loop.create_task(self._drain(ep, ev), name=f"meshkit-lb-drain-{key}")
         self._tasks.setdefault(ep, []).append(task)
+        self._drain_tasks.add(task)
+        task.add_done_callback(self._drain_tasks.discard)
 
     async def _drain(self, ep: Endpoint, idle: asyncio.Event) -> None:
         """Close a withdrawn sub-channel once its calls finished (bounded by drain_timeout);
