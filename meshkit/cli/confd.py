@@ -25,6 +25,7 @@ from meshkit.cli._values import as_str as _str
 from meshkit.cli._values import level as _level
 from meshkit.cli._values import seconds as _seconds
 from meshkit.client import Client
+from meshkit.client.client import credentials
 from meshkit.confd import Confd, ConfdConfig
 
 __all__ = ["HELP", "main"]
@@ -120,19 +121,13 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"meshkit confd: {p}", file=sys.stderr)
         return 2
     configure_logging(values.get("log-level", "info"))
-    user, password = _credentials(values.get("user"))
+    user, password = credentials(values.get("user"))
     try:
         return asyncio.run(_amain(config, endpoints, values.get("timeout", 5.0), user, password))
     except KeyboardInterrupt:
         return 130
 
 
-def _credentials(flag: str | None) -> tuple[str | None, str | None]:
-    text = flag or os.environ.get("ETCDCTL_USER")
-    if not text:
-        return None, None
-    name, sep, pw = text.partition(":")
-    return name, (pw if sep else os.environ.get("ETCDCTL_PASSWORD", ""))
 
 
 async def _amain(config: ConfdConfig, endpoints: str, request_timeout: float,

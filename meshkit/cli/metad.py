@@ -22,6 +22,7 @@ from meshkit.cli._values import as_str as _str
 from meshkit.cli._values import level as _level
 from meshkit.cli._values import seconds as _seconds
 from meshkit.client import Client
+from meshkit.client.client import credentials
 from meshkit.metad import Metad, MetadConfig
 
 __all__ = ["HELP", "main"]
@@ -103,19 +104,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     configure_logging(v.get("log-level", "info"))
     endpoints = v.get("endpoints") or os.environ.get("ETCDCTL_ENDPOINTS", "127.0.0.1:2379")
-    user, password = _credentials(v.get("user"))
+    user, password = credentials(v.get("user"))
     try:
         return asyncio.run(_amain(config, endpoints, v.get("timeout", 5.0), user, password))
     except KeyboardInterrupt:
         return 130
 
 
-def _credentials(flag: str | None) -> tuple[str | None, str | None]:
-    text = flag or os.environ.get("ETCDCTL_USER")
-    if not text:
-        return None, None
-    name, sep, pw = text.partition(":")
-    return name, (pw if sep else os.environ.get("ETCDCTL_PASSWORD", ""))
 
 
 async def _amain(config: MetadConfig, endpoints: str, request_timeout: float,

@@ -85,6 +85,16 @@ def _retryable(err: MeshkitError, idempotent: bool) -> bool:
     return False
 
 
+def credentials(flag: str | None = None) -> tuple[str | None, str | None]:
+    """etcdctl's user rule: ``--user NAME[:PASSWORD]`` (else ``ETCDCTL_USER``); a name
+    without a password takes ``ETCDCTL_PASSWORD``. ``(None, None)`` when no user is set."""
+    text = flag or os.environ.get("ETCDCTL_USER")
+    if not text:
+        return None, None
+    name, sep, pw = text.partition(":")
+    return name, (pw if sep else os.environ.get("ETCDCTL_PASSWORD", ""))
+
+
 class Client:
     """An etcd v3 client over one grpc.aio channel per endpoint.
 
@@ -142,11 +152,10 @@ class Client:
         """A client for ``ETCDCTL_ENDPOINTS`` (comma-separated; default 127.0.0.1:2379),
         with ``ETCDCTL_USER`` ("name:password" or name plus ``ETCDCTL_PASSWORD``)."""
         eps = os.environ.get("ETCDCTL_ENDPOINTS", "127.0.0.1:2379")
-        user = os.environ.get("ETCDCTL_USER")
-        if user and "user" not in kwargs:
-            name, sep, pw = user.partition(":")
-            kwargs["user"] = name
-            kwargs["password"] = pw if sep else os.environ.get("ETCDCTL_PASSWORD", "")
+        if "user" not in kwargs:
+            name, password = credentials()
+            if name:
+                kwargs["user"], kwargs["password"] = name, password
         return cls(eps, **kwargs)
 
     # ---- lifecycle ---------------------------------------------------------------
