@@ -162,22 +162,27 @@ def parse_instance(key: str, value: str, prefix: str) -> Instance | None:
         return None
     if not isinstance(obj, dict):
         return None
-    fields = {k.lower(): v for k, v in obj.items() if k.lower() in ("op", "addr", "metadata")}
+    fields = {k.lower(): v for k, v in obj.items()
+              if k.lower() in ("op", "addr", "metadata", "meshkit")}
     op = fields.get("op") or 0
     addr = fields.get("addr")
     if op != 0 or not isinstance(addr, str) or not addr:
         return None
     md = fields.get("metadata")
+    # meshkit's registrar writes its fields beside a null Metadata ("Meshkit"); values
+    # of the earlier layout carry them inside Metadata.
+    mk = fields.get("meshkit")
+    src = mk if isinstance(mk, dict) and isinstance(mk.get("meta"), dict) else md
     user: Mapping[str, Any] = {}
     weight, zone, version = 1, "", ""
-    if isinstance(md, dict):
-        user = md["meta"] if isinstance(md.get("meta"), dict) else md
-        w = md.get("weight", 1)
+    if isinstance(src, dict):
+        user = src["meta"] if isinstance(src.get("meta"), dict) else src
+        w = src.get("weight", 1)
         if isinstance(w, float) and w.is_integer():
             w = int(w)
         weight = w if isinstance(w, int) and not isinstance(w, bool) and w >= 0 else 1
-        zone = str(md.get("zone") or "")
-        version = str(md.get("version") or "")
+        zone = str(src.get("zone") or "")
+        version = str(src.get("version") or "")
     return Instance(service=service, id=inst_id, addr=addr, key=key, weight=weight, zone=zone,
                     version=version, metadata=user, raw=md)
 

@@ -1,16 +1,22 @@
 """The registry's key/value layout: etcd Go's ``naming/endpoints`` format.
 
 Key: ``<prefix>/<service>/<instance-id>``. Value: the JSON that Go's
-``encoding/json`` writes for etcd's ``endpoints/internal.Update``::
+``encoding/json`` writes for etcd's ``endpoints/internal.Update`` with one more
+field after it::
 
-    {"Op":0,"Addr":"10.0.0.7:8080","Metadata":{...}}
+    {"Op":0,"Addr":"10.0.0.7:8080","Metadata":null,"Meshkit":{...}}
 
 (fields in declaration order, no spaces, map keys sorted, ``<``/``>``/``&`` and
-U+2028/U+2029 escaped, other non-ASCII text written as UTF-8). meshkit's richer
-fields (instance id, weight, zone, version, user metadata) live inside
-``Metadata``, so a Go client using etcd's resolver on ``<prefix>/<service>`` gets
-``resolver.Address{Addr, Metadata}`` for each live instance, and meshkit reads
-values written by Go's ``endpoints.Manager`` (any ``Metadata``, even ``null``).
+U+2028/U+2029 escaped, other non-ASCII text written as UTF-8). ``Metadata`` is
+``null``, as Go's ``endpoints.Manager`` writes for ``Endpoint{Addr: addr}``: etcd's
+resolver copies it into grpc-go's ``resolver.Address.Metadata``, and grpc-go's
+balancers use that struct as a map key or compare it with ``==``, so a JSON object
+there (a Go map) panics every Go client with "hash of unhashable type
+map[string]interface {}" (etcd-io/etcd#19700). meshkit's richer fields (instance
+id, weight, zone, version, user metadata) live in ``Meshkit``, which Go's
+``json.Unmarshal`` into ``internal.Update`` ignores. Values of the earlier layout
+(meshkit's fields inside ``Metadata``) and values written by Go's
+``endpoints.Manager`` (any ``Metadata``) are read too.
 """
 
 from __future__ import annotations
@@ -53,6 +59,7 @@ _META_WEIGHT = "weight"
 _META_ZONE = "zone"
 _META_VERSION = "version"
 _META_USER = "meta"
+_MESHKIT = "meshkit"  # the value's extra top-level field (written "Meshkit"), matched like Go
 
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:@-]*")
 
@@ -122,7 +129,7 @@ class Instance:
             raise InvalidInstanceError(problems)
 
     def metadata_json(self) -> dict[str, Any]:
-        """The ``Metadata`` object stored in the value."""
+        """meshkit's fields as stored in the value's ``Meshkit`` object."""
         return {
             _META_ID: self.instance_id,
             _META_SERVICE: self.service,
@@ -135,11 +142,13 @@ class Instance:
 
 @dataclass(frozen=True, slots=True)
 class EndpointUpdate:
-    """A decoded value: Go's ``internal.Update`` (``metadata`` is whatever JSON was stored)."""
+    """A decoded value: Go's ``internal.Update`` (``metadata`` is whatever JSON was
+    stored) and meshkit's ``Meshkit`` object beside it (None when absent)."""
 
     op: int
     addr: str
     metadata: Any
+    meshkit: Any = None
 
 
 def _go_escape(text: str) -> str:
@@ -172,12 +181,15 @@ def go_json(value: Any) -> bytes:
 
 
 def encode_value(inst: Instance) -> bytes:
-    """The stored value: ``{"Op":0,"Addr":...,"Metadata":{...}}`` as Go writes it."""
+    """The stored value: ``{"Op":0,"Addr":...,"Metadata":null,"Meshkit":{...}}``, as Go's
+    ``json.Marshal`` writes ``struct{Op uint8; Addr string; Metadata interface{};
+    Meshkit map[string]interface{}}``. ``Metadata`` stays null so that Go clients using
+    etcd's resolver can route to the instance (see the module's doc)."""
     inst.validate()
-    meta = go_json(inst.metadata_json()).decode("utf-8")
+    meshkit = go_json(inst.metadata_json()).decode("utf-8")
     addr = go_json(inst.addr).decode("utf-8")
-    # Struct fields keep declaration order (Op, Addr, Metadata); only maps are sorted.
-    return f'{{"Op":{OP_ADD},"Addr":{addr},"Metadata":{meta}}}'.encode()
+    # Struct fields keep declaration order (Op, Addr, Metadata, Meshkit); only maps are sorted.
+    return f'{{"Op":{OP_ADD},"Addr":{addr},"Metadata":null,"Meshkit":{meshkit}}}'.encode()
 
 
 def decode_value(value: bytes, key: str = "") -> EndpointUpdate:
@@ -196,7 +208,7 @@ def decode_value(value: bytes, key: str = "") -> EndpointUpdate:
     fields: dict[str, Any] = {}
     for k, v in obj.items():
         low = k.lower()
-        if low in ("op", "addr", "metadata"):
+        if low in ("op", "addr", "metadata", _MESHKIT):
             fields[low] = v
     op = fields.get("op", 0)
     if op is None:
@@ -208,7 +220,7 @@ def decode_value(value: bytes, key: str = "") -> EndpointUpdate:
         addr = ""
     if not isinstance(addr, str):
         raise InvalidValueError(key, f"Addr {addr!r} is not a string")
-    return EndpointUpdate(op, addr, fields.get("metadata"))
+    return EndpointUpdate(op, addr, fields.get("metadata"), fields.get(_MESHKIT))
 
 
 def service_prefix(prefix: str, service: str) -> str:
@@ -231,11 +243,16 @@ def parse_key(prefix: str, key: str) -> tuple[str, str] | None:
     return service, inst
 
 
+def _meshkit_fields(md: Any) -> bool:
+    return isinstance(md, dict) and isinstance(md.get(_META_USER), dict)
+
+
 def instance_from_value(prefix: str, key: str, value: bytes) -> Instance | None:
     """The instance a stored key/value describes (None if it is not an instance key
-    or its value says ``Op: Delete``). Values written by Go carry no meshkit fields:
-    the id comes from the key, weight is 1 and a non-object ``Metadata`` is kept
-    under ``metadata["_raw"]`` as its JSON text."""
+    or its value says ``Op: Delete``). meshkit's fields come from ``Meshkit`` (or, in
+    values of the earlier layout, from ``Metadata``). Values written by Go carry no
+    meshkit fields: the id comes from the key, weight is 1 and a non-object
+    ``Metadata`` is kept under ``metadata["_raw"]`` as its JSON text."""
     parsed = parse_key(prefix, key)
     if parsed is None:
         return None
@@ -243,8 +260,8 @@ def instance_from_value(prefix: str, key: str, value: bytes) -> Instance | None:
     up = decode_value(value, key)
     if up.op != OP_ADD:
         return None
-    md = up.metadata
-    if isinstance(md, dict) and _META_USER in md and isinstance(md.get(_META_USER), dict):
+    md = up.meshkit if _meshkit_fields(up.meshkit) else up.metadata
+    if _meshkit_fields(md):
         user = {str(k): v if isinstance(v, str) else json.dumps(v) for k, v in md[_META_USER].items()}
         weight = md.get(_META_WEIGHT, 1)
         if isinstance(weight, float) and weight.is_integer():

@@ -14,6 +14,7 @@ import pytest
 
 from meshkit.confd import Renderer, TemplateRenderError, TemplateResource, snapshot_from
 from meshkit.confd.dns import lookup_srv
+from meshkit.registry.model import Instance, encode_value
 
 DATA = {
     "/app/db/host": "db1",
@@ -104,6 +105,10 @@ def test_registry_helpers(tmp_path: Path) -> None:
         "/meshkit/services/web/b": _reg("b", "127.0.0.1:8002", None),  # written by Go's endpoints.Manager
         "/meshkit/services/web/c": _reg("c", "127.0.0.1:8003", None, op=1),  # Op Delete: not an instance
         "/meshkit/services/web/d": "not json",
+        # what meshkit's registrar writes today: Metadata null, its fields in "Meshkit"
+        "/meshkit/services/web/e": encode_value(Instance(service="web", id="e", addr="127.0.0.1:8004",
+                                                         weight=5, zone="z2",
+                                                         metadata={"color": "red"})).decode(),
         "/meshkit/services/api/x": _reg("x", "[::1]:9000", {"team": "core"}),
         "/other/key": "v",
     }
@@ -113,7 +118,8 @@ def test_registry_helpers(tmp_path: Path) -> None:
         "{% for i in instances('api') %}{{ i.host }} {{ i.port }} {{ i.metadata.team }}{% endfor %}|"
         "{{ instances('nope') }}"), data)
     assert out == ("['api', 'web']|a 127.0.0.1:8001 127.0.0.1 8001 w=3 z1 blue;"
-                   "b 127.0.0.1:8002 127.0.0.1 8002 w=1  -;|::1 9000 core|[]")
+                   "b 127.0.0.1:8002 127.0.0.1 8002 w=1  -;e 127.0.0.1:8004 127.0.0.1 8004 w=5 z2 red;"
+                   "|::1 9000 core|[]")
 
 
 def test_lookup_ip(tmp_path: Path) -> None:

@@ -4,7 +4,6 @@ two registered backends, a deregistration, a bad value and a bad template."""
 
 from __future__ import annotations
 
-import json
 import shlex
 import subprocess
 from collections.abc import AsyncIterator, Iterator
@@ -17,6 +16,7 @@ from aiohttp import web
 
 from meshkit.client import Client
 from meshkit.confd import Confd, ConfdConfig
+from meshkit.registry.model import Instance, encode_value
 from tests.support.procs import free_port, wait_port
 from tests.tools.confd.conftest import eventually, require_nginx
 
@@ -26,9 +26,9 @@ REGISTRY = "meshkit/services"  # the registry's default prefix (relative keys, l
 
 
 def go_value(service: str, inst_id: str, addr: str, weight: int = 1) -> str:
-    """The value the registrar writes: endpoints.Update JSON with meshkit's Metadata."""
-    md = {"id": inst_id, "meta": {}, "service": service, "version": "", "weight": weight, "zone": ""}
-    return json.dumps({"Op": 0, "Addr": addr, "Metadata": md}, separators=(",", ":"))
+    """The value the registrar writes (the registry's own encoder)."""
+    inst = Instance(service=service, id=inst_id, addr=addr, weight=weight)
+    return encode_value(inst).decode()
 
 
 @asynccontextmanager

@@ -1,10 +1,11 @@
 """The key/value layout against etcd Go's documented ``naming/endpoints`` format.
 
-No Go toolchain is available offline here, so the fixture below holds values as Go's
+These run without Go: the fixture below holds values as Go's
 ``encoding/json`` writes ``endpoints/internal.Update{Op, Addr, Metadata}`` (fields in
 declaration order, compact, map keys sorted, ``<``, ``>``, ``&`` escaped as \\u003c,
 \\u003e, \\u0026, non-ASCII kept as UTF-8), as in etcd's docs
 (``{"Op":0,"Addr":"1.2.3.4","Metadata":null}`` for ``AddEndpoint(..., Endpoint{Addr: "1.2.3.4"})``).
+With Go installed, test_go_resolver.py also compares meshkit's bytes with Go's own encoder.
 """
 
 from __future__ import annotations
@@ -41,10 +42,14 @@ ENCODED = (
     Instance(service="web", addr="10.0.0.7:8080", id="web-1",
              metadata={"team": "a&b", "tag": "<x>", "city": "Zürich"},
              weight=5, zone="eu-1", version="1.2.3"),
-    b'{"Op":0,"Addr":"10.0.0.7:8080","Metadata":{"id":"web-1","meta":{"city":"Z\xc3\xbcrich",'
+    b'{"Op":0,"Addr":"10.0.0.7:8080","Metadata":null,"Meshkit":{"id":"web-1","meta":{"city":"Z\xc3\xbcrich",'
     b'"tag":"\\u003cx\\u003e","team":"a\\u0026b"},"service":"web","version":"1.2.3","weight":5,'
     b'"zone":"eu-1"}}',
 )
+# The earlier layout (meshkit's fields inside Metadata), still read.
+EARLIER = (b'{"Op":0,"Addr":"10.0.0.7:8080","Metadata":{"id":"web-1","meta":{"city":"Z\xc3\xbcrich",'
+           b'"tag":"\\u003cx\\u003e","team":"a\\u0026b"},"service":"web","version":"1.2.3","weight":5,'
+           b'"zone":"eu-1"}}')
 
 
 @pytest.mark.parametrize(("raw", "op", "addr", "meta"), GO_VALUES)
@@ -66,6 +71,14 @@ def test_instance_encodes_exactly_as_go() -> None:
     # and back
     back = instance_from_value("meshkit/services", "meshkit/services/web/web-1", expected)
     assert back == inst
+    # What Go's resolver sees: Metadata null (a JSON object there panics grpc-go's
+    # balancers: the Go map is unhashable); meshkit's fields beside it, ignored by Go.
+    up = decode_value(expected)
+    assert up.metadata is None and up.meshkit["weight"] == 5
+    assert instance_from_value("meshkit/services", "meshkit/services/web/web-1", EARLIER) == inst
+    # Go matches field names case-insensitively: so does meshkit for its own field.
+    lower = expected.replace(b'"Meshkit"', b'"meshkit"')
+    assert instance_from_value("meshkit/services", "meshkit/services/web/web-1", lower) == inst
 
 
 def test_go_unmarshal_rules() -> None:

@@ -24,7 +24,7 @@ async def test_register_and_close_revokes(client: Client) -> None:
         res = await client.get(r.key)
         assert res.kvs[0].lease == r.lease_id != 0
         up = decode_value(res.kvs[0].value)
-        assert up.addr == "127.0.0.1:8080" and up.metadata["weight"] == 3
+        assert up.addr == "127.0.0.1:8080" and up.metadata is None and up.meshkit["weight"] == 3
         assert (await client.time_to_live(r.lease_id)).ttl > 20
         lease = r.lease_id
     # Leaving revoked the lease: gone at once, not after 30 s.

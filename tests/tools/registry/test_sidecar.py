@@ -38,8 +38,8 @@ async def test_health_flips_and_sigterm(server: Server, client: Client, health_a
         await eventually(lambda: _present(client), 15, "registered once the check passes")
         up = decode_value((await client.get(KEY)).kvs[0].value)
         assert up.addr == health_app.addr
-        assert up.metadata["meta"] == {"team": "a", "tier": "web"}
-        assert (up.metadata["weight"], up.metadata["zone"]) == (7, "z1")
+        assert up.metadata is None and up.meshkit["meta"] == {"team": "a", "tier": "web"}
+        assert (up.meshkit["weight"], up.meshkit["zone"]) == (7, "z1")
         health_app.healthy = False
         await eventually(lambda: _absent(client), 5, "withdrawn while the check fails")
         health_app.healthy = True
