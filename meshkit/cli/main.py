@@ -24,9 +24,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "metad": ("meshkit.cli.metad", "Serve /self metadata over HTTP from a watched mirror (yunify/metad API)"),
     "ctl": ("meshkit.cli.ctl", "etcdctl v3's commands, flags, output formats and exit codes (works against any etcd)"),
     "xds": ("meshkit.cli.xds", "Serve xDS v3 (ADS) from the registry for gRPC xds:/// clients"),
+    "dashboard": ("meshkit.cli.dashboard", "Web dashboard: members, keys, services, locks, config center (live)"),
 }
 # Announced in the docs; each gets its module when it is built.
-PLANNED = ("dashboard",)
+PLANNED: tuple[str, ...] = ()
 
 
 def usage() -> str:

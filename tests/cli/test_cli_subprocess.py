@@ -41,7 +41,7 @@ def run(
         (["server", "--config-file", "/nonexistent/x.yml"], {}, 1,
          "meshkit: error verifying flags, open /nonexistent/x.yml: no such file or directory"),
         (["bogus"], {}, 2, 'meshkit: unknown command "bogus" (available commands: server'),
-        (["dashboard"], {}, 2, 'meshkit: command "dashboard" is not available yet'),
+        (["dashboard", "--listen", "bad"], {}, 2, "meshkit dashboard: listen:"),
     ],
 )  # fmt: skip
 def test_bad_input_is_one_clear_line(
