@@ -23,6 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "config": ("meshkit.cli.config", "Publish, version, diff, roll back and watch application config (config center)"),
     "metad": ("meshkit.cli.metad", "Serve /self metadata over HTTP from a watched mirror (yunify/metad API)"),
     "ctl": ("meshkit.cli.ctl", "etcdctl v3's commands, flags, output formats and exit codes (works against any etcd)"),
+    "snapshot": ("meshkit.cli.snapshot", "Save, inspect and restore etcd snapshots (restore bootstraps meshkit members from an etcd backup)"),
     "xds": ("meshkit.cli.xds", "Serve xDS v3 (ADS) from the registry for gRPC xds:/// clients"),
     "dashboard": ("meshkit.cli.dashboard", "Web dashboard: members, keys, services, locks, config center (live)"),
 }

@@ -20,7 +20,7 @@ from meshkit.api.etcdserverpb import rpc_pb2_grpc
 from meshkit.api.meshkitpb import internal_pb2 as ipb
 from meshkit.server.api.authctx import check_admin, check_admin_maintenance
 from meshkit.server.api.errors import abort
-from meshkit.server.backend.bbolt import snapshot_from_sqlite
+from meshkit.server.backend.bbolt import hash_from_sqlite, snapshot_from_sqlite
 from meshkit.server.etcdserver.alarms import alarm_text
 from meshkit.server.etcdserver.server import EtcdServer
 
@@ -59,6 +59,23 @@ class MaintenanceService(rpc_pb2_grpc.MaintenanceServicer):
         self.s.header(resp.header)
         return resp
 
+
+    async def Hash(self, request: pb.HashRequest, context: grpc.aio.ServicerContext) -> pb.HashResponse:
+        """etcd 3.4's Hash: CRC-32C over the backend's buckets minus the consistent
+        index (``bbolt.buckets_hash``), computed on a copy taken between applies;
+        the header revision is the store's at that copy (docs/snapshot.md)."""
+        s = self.s
+        try:
+            check_admin_maintenance(s, context)
+        except EtcdError as e:
+            await abort(context, e)
+        s.store.commit()
+        rev = s.store.current_revision
+        image = s.backend.snapshot_bytes()
+        h = await asyncio.to_thread(hash_from_sqlite, image)
+        resp = pb.HashResponse(hash=h)
+        s.header(resp.header, rev)
+        return resp
 
     async def HashKV(self, request: pb.HashKVRequest, context: grpc.aio.ServicerContext) -> pb.HashKVResponse:
         s = self.s

@@ -128,6 +128,49 @@ def _read_meta(data: bytes, off: int) -> tuple[int, ...] | None:
     return fields
 
 
+# bbolt's errors (go.etcd.io/bbolt errors.go), as etcdctl prints them.
+ERR_INVALID = "invalid database"
+ERR_VERSION_MISMATCH = "version mismatch"
+ERR_CHECKSUM = "checksum error"
+ERR_FILE_SIZE_TOO_SMALL = "file size too small"
+
+
+def _meta_validate(data: bytes, off: int) -> str | None:
+    """bbolt's ``meta.validate()``: None if the meta page at ``off`` is usable,
+    else its error text (magic, then version, then a non-zero checksum)."""
+    magic, version = struct.unpack_from("<II", data, off + _HDR)
+    if magic != MAGIC:
+        return ERR_INVALID
+    if version != VERSION:
+        return ERR_VERSION_MISMATCH
+    raw = data[off + _HDR: off + _HDR + _META.size]
+    (checksum,) = _U64.unpack_from(data, off + _HDR + _META.size)
+    if checksum != 0 and checksum != fnv64a(raw):
+        return ERR_CHECKSUM
+    return None
+
+
+def check_open(data: bytes) -> None:
+    """The checks bbolt's ``Open`` makes on a non-empty file before any page is read,
+    in its order and with its error texts (raised as :class:`BoltFormatError`):
+    the first 4 KiB must be readable (``invalid database``), the file must hold two
+    pages of the page size meta 0 names (``file size too small``), and one meta page
+    must validate (else meta 0's error: ``invalid database``, ``version mismatch``
+    or ``checksum error``)."""
+    first = 0x1000
+    if len(data) < first:
+        raise BoltFormatError(ERR_INVALID)
+    page_size = PAGE_SIZE  # the OS page size bbolt falls back to
+    if _meta_validate(data, 0) is None:
+        page_size = struct.unpack_from("<I", data, _HDR + 8)[0]
+    if len(data) < page_size * 2:
+        raise BoltFormatError(ERR_FILE_SIZE_TOO_SMALL)
+    err0 = _meta_validate(data, 0)
+    err1 = _meta_validate(data, page_size)
+    if err0 is not None and err1 is not None:
+        raise BoltFormatError(err0)
+
+
 def read_bbolt(data: bytes) -> BoltDB:
     """Parse a whole bbolt file (without a trailing sha256) into its buckets."""
     m0 = _read_meta(data, 0)
@@ -229,6 +272,29 @@ def snapshot_status(db: BoltDB) -> SnapshotStatus:
                 rev = _BE64.unpack_from(k, 0)[0]
             total += 1
     return SnapshotStatus(h, rev, total, db.size)
+
+
+# etcd's ``mvcc.DefaultIgnores``: the consistent index may differ between members
+# with the same data (it counts Raft entries, not data), so Hash leaves it out.
+DEFAULT_HASH_IGNORES: frozenset[tuple[bytes, bytes]] = frozenset({(b"meta", b"consistent_index")})
+
+
+def buckets_hash(buckets: Mapping[bytes, Iterable[tuple[bytes, bytes]]],
+                 ignores: frozenset[tuple[bytes, bytes]] = DEFAULT_HASH_IGNORES) -> int:
+    """etcd 3.4's ``backend.Hash(ignores)``: one CRC-32C (Castagnoli) over, for each
+    bucket in name order, the bucket's name and then every key and value in key
+    order, skipping the (bucket, key) pairs in ``ignores`` (a bucket's name counts
+    even when it is empty). Each bucket's items must come in bytewise key order,
+    as bbolt iterates them."""
+    h = 0
+    for name in sorted(buckets):
+        h = crc32c(name, h)
+        for k, v in buckets[name]:
+            if (name, k) in ignores:
+                continue
+            h = crc32c(k, h)
+            h = crc32c(v, h)
+    return h
 
 
 # ---------------------------------------------------------------------- writer
@@ -478,19 +544,38 @@ def etcd_buckets(conn: sqlite3.Connection) -> dict[bytes, Iterable[tuple[bytes, 
     return out
 
 
-def snapshot_from_sqlite(db_image: bytes, out: BinaryIO) -> int:
-    """Write etcd's bbolt snapshot of a serialized meshkit backend (``Backend.
-    snapshot_bytes()``: a consistent copy) to ``out``; return the db size.
-    Safe to run in a worker thread: it touches only its own copy."""
+def _open_image(db_image: bytes) -> sqlite3.Connection:
+    """An in-memory connection over a serialized meshkit backend."""
     image = bytearray(db_image)
     if image[:16] == b"SQLite format 3\0" and image[18:20] == b"\x02\x02":
         # A WAL-mode image cannot be opened in memory: mark it rollback-journal
         # (the file format bytes at offsets 18 and 19; the pages are the same).
         image[18:20] = b"\x01\x01"
     conn = sqlite3.connect(":memory:")
+    conn.deserialize(bytes(image))
+    return conn
+
+
+def snapshot_from_sqlite(db_image: bytes, out: BinaryIO) -> int:
+    """Write etcd's bbolt snapshot of a serialized meshkit backend (``Backend.
+    snapshot_bytes()``: a consistent copy) to ``out``; return the db size.
+    Safe to run in a worker thread: it touches only its own copy."""
+    conn = _open_image(db_image)
     try:
-        conn.deserialize(bytes(image))
         return write_bbolt(out, etcd_buckets(conn))
+    finally:
+        conn.close()
+
+
+def hash_from_sqlite(db_image: bytes) -> int:
+    """Maintenance.Hash of a serialized meshkit backend: :func:`buckets_hash` over
+    the etcd buckets a snapshot of it would hold (:func:`etcd_buckets`), with etcd's
+    ignores. Members with the same applied state give the same value, and so does
+    a real etcd whose bbolt buckets hold the same bytes. Thread-safe like
+    :func:`snapshot_from_sqlite`."""
+    conn = _open_image(db_image)
+    try:
+        return buckets_hash(etcd_buckets(conn))
     finally:
         conn.close()
 

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -149,6 +150,14 @@ def test_meshkit_snapshot_restores_into_the_real_etcd(tmp_path: Path, meshkit_se
 
     # The raw stream: etcd's framing, and the same bytes etcdctl saved.
     assert check_framing(stream_snapshot(ep)) == blob[:-32]
+    # `meshkit ctl snapshot save` saves the same file (the consistent index aside).
+    mine = tmp_path / "meshkit-ctl.db"
+    p = subprocess.run([sys.executable, "-m", "meshkit", "ctl", f"--endpoints={ep}", "snapshot", "save",
+                        str(mine)], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0 and p.stdout == f"Snapshot saved at {mine}\n", p.stderr
+    db2 = bbolt.read_bbolt(bbolt.verify_snapshot_hash(mine.read_bytes()))
+    assert {k: v for k, v in db2.buckets.items() if k != b"meta"} == {
+        k: v for k, v in db.buckets.items() if k != b"meta"}
 
     cport, pport = free_ports(2)
     restored = tmp_path / "restored"
@@ -158,9 +167,13 @@ def test_meshkit_snapshot_restores_into_the_real_etcd(tmp_path: Path, meshkit_se
     etcd = start_etcd_on(tmp_path, restored, "r", cport, pport)
     try:
         after = state(etcd.endpoint, compact_rev=12)
+        # and it goes on from meshkit's revisions
+        ctl(etcd.endpoint, "put", "after-restore", "x")
+        put = json.loads(ctl(etcd.endpoint, "get", "after-restore", "-w", "json"))
     finally:
         etcd.stop()
     assert after == before
+    assert put["kvs"][0]["create_revision"] == before["revision"] + 1
     assert before["leases"] and len(before["views"]) > 10
 
 
