@@ -892,6 +892,8 @@ def register(root: Command) -> None:
             cmd.add(s)
         return cmd
 
+    from meshkit.ctl import cmd_snapshot  # snapshot save, status, restore
+
     endpoint_cluster = Opt("cluster", "bool", False, "use all endpoints from the cluster member list")
     root.add(
         c("get", "Gets the key or a range of keys", cmd_get, "get [options] <key> [range_end]", GET_OPTS),
@@ -945,14 +947,8 @@ def register(root: Command) -> None:
           [Opt("ttl", "int", 10, "timeout for session")]),
         c("elect", "Observes and participates in leader election", cmd_elect, "elect <election-name> [proposal]",
           [Opt("listen", "bool", False, "observation mode", "l")]),
-        c("snapshot", "Manages etcd node snapshots", use="snapshot <subcommand>", subs=[
-            c("save", "Stores an etcd node backend snapshot to a given file", _not_implemented("snapshot save"),
-              "save <filename>"),
-            c("status", "Gets backend snapshot status of a given file", _not_implemented("snapshot status"),
-              "status <filename>"),
-            c("restore", "Restores an etcd member snapshot to an etcd directory", _not_implemented("snapshot restore"),
-              "restore <filename> [options]"),
-        ]),
+        c("snapshot", "Manages etcd node snapshots", use="snapshot <subcommand>",
+          subs=cmd_snapshot.snapshot_commands()),  # save, status, restore
         c("make-mirror", "Makes a mirror at the destination etcd cluster", _not_implemented("make-mirror"),
           "make-mirror [options] <destination>"),
         c("move-leader", "Transfers leadership to another etcd cluster member.", _not_implemented("move-leader"),
