@@ -105,6 +105,20 @@ class Cluster:
                 raise AssertionError(f"no agreed leader among {[m.name for m in group]}: {leads}")
             await asyncio.sleep(0.02)
 
+    async def wait_hashes_equal(self, limit: float = 10.0) -> int:
+        """Until every running member has applied the leader's current revision and
+        gives the same HashKV at it; returns that revision."""
+        lead = await self.wait_leader()
+        rev = lead.server.etcd.store.current_revision  # type: ignore[union-attr]
+        deadline = time.monotonic() + limit
+        while True:
+            stores = [m.server.etcd.store for m in self.running]  # type: ignore[union-attr]
+            hashes = {s.hash_kv(rev) for s in stores if s.current_revision >= rev}
+            if len(hashes) == 1 and all(s.current_revision >= rev for s in stores):
+                return rev
+            assert time.monotonic() < deadline, f"HashKV at revision {rev} not equal: {hashes}"
+            await asyncio.sleep(0.05)
+
     def client(self, *members: Member, timeout: float = 5.0) -> Client:
         return Client([m.endpoint for m in (members or self.running)], timeout=timeout)
 

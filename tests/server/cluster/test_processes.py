@@ -1,122 +1,41 @@
-"""Three `meshkit server` processes on loopback (gRPC peer transport): kill -9 a
-member, restart it, it catches up; etcdctl member list/add/remove and endpoint
-status --cluster, side by side with three real etcd processes."""
+"""Three `meshkit server` processes on loopback (gRPC peer transport): etcdctl
+member list/add/remove and endpoint status --cluster, side by side with three real
+etcd processes. (kill -9 of a member and its restart: test_linearizable_faults.py,
+under load.)"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import os
-import signal
 import subprocess
-import sys
-import time
 from pathlib import Path
 
 import pytest
 
-from meshkit.client import Client
-from tests.server.conftest import wait_ready
+from tests.server.cluster.proc_cluster import MESHKIT, ProcCluster
 from tests.support.procs import ETCD, ETCDCTL, free_port, require_reference_binaries
 
 pytestmark = pytest.mark.slow
 
 
-class Proc3:
+class Proc3(ProcCluster):
+    """Members p0, p1, p2 of `meshkit server` or of the real etcd (``argv0``), with
+    etcdctl pointed at all three (also used by test_etcdctl_ops.py and the snapshot
+    restore tests)."""
+
     def __init__(self, tmp: Path, argv0: list[str], token: str) -> None:
-        self.tmp = tmp
-        self.argv0 = argv0
-        self.names = ["p0", "p1", "p2"]
-        self.cport = {n: free_port() for n in self.names}
-        self.pport = {n: free_port() for n in self.names}
-        self.token = token
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
-
-    def cluster_flag(self) -> str:
-        return ",".join(f"{n}=http://127.0.0.1:{self.pport[n]}" for n in self.names)
-
-    def flags(self, n: str) -> list[str]:
-        return [
-            "--name", n, "--data-dir", str(self.tmp / n),
-            "--listen-client-urls", f"http://127.0.0.1:{self.cport[n]}",
-            "--advertise-client-urls", f"http://127.0.0.1:{self.cport[n]}",
-            "--listen-peer-urls", f"http://127.0.0.1:{self.pport[n]}",
-            "--initial-advertise-peer-urls", f"http://127.0.0.1:{self.pport[n]}",
-            "--initial-cluster", self.cluster_flag(), "--initial-cluster-token", self.token,
-            "--heartbeat-interval", "50", "--election-timeout", "500",
-        ]
-
-    def start(self, n: str) -> None:
-        log = open(self.tmp / f"{n}.log", "ab")
-        self.procs[n] = subprocess.Popen([*self.argv0, *self.flags(n)], stdout=log, stderr=subprocess.STDOUT,
-                                         cwd=self.tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-
-    def endpoints(self) -> str:
-        return ",".join(f"127.0.0.1:{self.cport[n]}" for n in self.names)
-
-    def stop_all(self) -> None:
-        for p in self.procs.values():
-            if p.poll() is None:
-                p.kill()
-                p.wait(10)
+        super().__init__(tmp, argv0, token)
 
     def etcdctl(self, *args: str) -> subprocess.CompletedProcess[str]:
         assert ETCDCTL is not None
-        return subprocess.run([ETCDCTL, "--endpoints", self.endpoints(), *args], capture_output=True,
-                              text=True, timeout=30, env={**os.environ, "ETCDCTL_API": "3"}, check=False)
+        return subprocess.run([ETCDCTL, "--endpoints", ",".join(self.endpoints()), *args],
+                              capture_output=True, text=True, timeout=30,
+                              env={**os.environ, "ETCDCTL_API": "3"}, check=False)
 
 
-async def _wait_cluster(p: Proc3, limit: float = 30.0) -> None:
-    deadline = time.monotonic() + limit
-    for n in p.names:
-        await wait_ready(f"127.0.0.1:{p.cport[n]}", limit=limit)
-    async with Client(p.endpoints().split(","), timeout=2.0) as c:
-        while True:
-            try:
-                await c.put(b"ready", b"1")
-                ml = await c.member_list()
-                if all(m.client_urls for m in ml.members):
-                    return
-            except Exception:
-                pass
-            assert time.monotonic() < deadline, "cluster not ready"
-            await asyncio.sleep(0.1)
-
-
-async def test_kill9_member_restarts_and_catches_up(tmp_path: Path) -> None:
-    p = Proc3(tmp_path, [sys.executable, "-m", "meshkit", "server"], "mk")
-    try:
-        for n in p.names:
-            p.start(n)
-        await _wait_cluster(p)
-        async with Client(p.endpoints().split(","), timeout=2.0) as c:
-            for i in range(20):
-                await c.put(b"a/%02d" % i, b"v")
-            p.procs["p1"].send_signal(signal.SIGKILL)
-            p.procs["p1"].wait(10)
-            for i in range(20, 60):
-                for _ in range(5):  # a write in flight to a dead leader times out: retry it
-                    try:
-                        await c.put(b"a/%02d" % i, b"v")
-                        break
-                    except Exception:
-                        await asyncio.sleep(0.2)
-                else:
-                    raise AssertionError("the cluster stopped accepting writes")
-        p.start("p1")
-        async with Client([f"127.0.0.1:{p.cport['p1']}"], timeout=5.0) as c:
-            deadline = time.monotonic() + 20
-            while True:
-                try:
-                    r = await c.get(b"a/", prefix=True, keys_only=True)
-                    if len(r.kvs) == 60:
-                        break
-                except Exception:
-                    pass
-                assert time.monotonic() < deadline, "restarted member did not catch up"
-                await asyncio.sleep(0.1)
-    finally:
-        p.stop_all()
+async def _wait_cluster(p: ProcCluster, limit: float = 30.0) -> None:
+    await p.wait_ready(limit=limit)
 
 
 def _status_shape(out: str) -> list[tuple[str, bool]]:
@@ -133,7 +52,7 @@ async def test_etcdctl_against_meshkit_and_etcd_clusters(tmp_path: Path) -> None
     require_reference_binaries()
     assert ETCD is not None
     results = {}
-    for kind, argv0 in (("meshkit", [sys.executable, "-m", "meshkit", "server"]), ("etcd", [ETCD])):
+    for kind, argv0 in (("meshkit", MESHKIT), ("etcd", [ETCD])):
         d = tmp_path / kind
         d.mkdir()
         p = Proc3(d, argv0, "tok")
