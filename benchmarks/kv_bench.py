@@ -12,6 +12,7 @@ SIGKILL) with that data.
     python benchmarks/kv_bench.py --quick         # under 2 minutes
     python benchmarks/kv_bench.py --clients 64 --ops put --duration 10 --skip-memory
     python benchmarks/kv_bench.py --json out.json # also dump the results
+    python benchmarks/kv_bench.py --meshkit-client-port grpc  # grpc owns meshkit's client port
 
 On a 2-core machine the Python load generator saturates before etcd does, so
 throughput ratios understate etcd; server CPU per operation is the honest
@@ -37,12 +38,29 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ServerProc, WorkDir, count_keys, dir_size_mib
+from _common import LOOPBACK, ServerProc, WorkDir, count_keys, dir_size_mib, free_port
 
 OPS = ("put", "range", "range-s")
 PUT_KEYSPACE = 10_000
 RANGE_KEYS = 1_000
 CALL_TIMEOUT = 10.0
+
+
+class MeshkitProc(ServerProc):
+    """meshkit with its client-port mode: ``mux`` (the default: gRPC and HTTP on
+    the client URL, through the forwarding mux) or ``grpc`` (HTTP moved to
+    ``--listen-client-http-urls``, grpc binds the client URL itself)."""
+
+    def __init__(self, *args: Any, client_port_mode: str = "mux", **kwargs: Any) -> None:
+        super().__init__("meshkit", *args, **kwargs)
+        self.client_port_mode = client_port_mode
+        self.http_port = free_port() if client_port_mode == "grpc" else 0
+
+    def argv(self) -> list[str]:
+        extra = []
+        if self.client_port_mode == "grpc":
+            extra = ["--listen-client-http-urls", f"http://{LOOPBACK}:{self.http_port}"]
+        return [*super().argv(), *extra]
 
 
 # --------------------------------------------------------------------------
@@ -403,7 +421,8 @@ def _populate_range_keys(srv: ServerProc, value_size: int) -> None:
 
 def memory_phase(a: argparse.Namespace, pool: LoadPool, workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"keys": a.keys, "value_size": a.value_size}
-    servers = [ServerProc("etcd", workdir, "etcd-mem"), ServerProc("meshkit", workdir, "meshkit-mem")]
+    servers = [ServerProc("etcd", workdir, "etcd-mem"),
+               MeshkitProc(workdir, "meshkit-mem", client_port_mode=a.meshkit_client_port)]
     try:
         for s in servers:
             t = s.start()
@@ -536,6 +555,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--meshkit-prefix", default="",
                     help="argv before 'meshkit server' (default: python -m), e.g. "
                          "'python -m cProfile -o /tmp/prof.out -m' to profile the server")
+    ap.add_argument("--meshkit-client-port", choices=("mux", "grpc"), default="mux",
+                    help="mux: meshkit's client URL serves gRPC and HTTP (forwarded to grpc); "
+                         "grpc: HTTP on --listen-client-http-urls, grpc binds the client URL")
     a = ap.parse_args(argv)
     if a.duration is None:
         a.duration = 1.0 if a.quick else 3.0
@@ -564,11 +586,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with WorkDir(keep=a.keep) as workdir:
             print(f"kv_bench: {os.cpu_count()} cpus, {a.workers} load processes (grpc.aio), "
-                  f"{a.duration:g}s rounds x {a.reps} per server, alternating; work dir {workdir}")
+                  f"{a.duration:g}s rounds x {a.reps} per server, alternating; "
+                  f"meshkit client port: {a.meshkit_client_port}; work dir {workdir}")
             if not a.skip_throughput:
                 prefix = shlex.split(a.meshkit_prefix) or None
                 servers = [ServerProc("etcd", workdir),
-                           ServerProc("meshkit", workdir, python_prefix=prefix)]
+                           MeshkitProc(workdir, python_prefix=prefix,
+                                       client_port_mode=a.meshkit_client_port)]
                 print()
                 print("put = 256 B value on 10,000 keys; range = one key of 1,000 (linearizable); "
                       "range-s = serializable")

@@ -9,7 +9,8 @@
   (etcd: "conflicting environment variable ... is shadowed"); an unknown ``ETCD_*``
   variable is a warning.
 
-Every etcd 3.4 flag is known (see :data:`FLAGS`). A flag meshkit does not implement
+Every etcd 3.4 flag is known (see :data:`FLAGS`), plus etcd 3.5's
+``--listen-client-http-urls`` as an extension. A flag meshkit does not implement
 is accepted only with its default value; any other value is the error
 ``flag --X is not supported yet``. Messages copy etcd's words where etcd has some.
 """
@@ -349,6 +350,10 @@ FLAGS: tuple[FlagSpec, ...] = (
           help="List of URLs to listen on for peer traffic."),
     _spec("listen-client-urls", "urls", (DEFAULT_LISTEN_CLIENT_URLS,), "works", "listen_client_urls",
           help="List of URLs to listen on for client traffic."),
+    # etcd 3.5's flag, a meshkit extension to 3.4's set
+    _spec("listen-client-http-urls", "urls", (), "works", "listen_client_http_urls",
+          help="List of URLs to listen on for http only client traffic. Enabling this flag removes "
+               "http services from --listen-client-urls. (etcd 3.5; meshkit extension)"),
     _spec("max-snapshots", "uint", 5, "works", "max_snapshots",
           help="Maximum number of snapshot files to retain (0 is unlimited)."),
     _spec("max-wals", "uint", 5, "works", "max_wals", help="Maximum number of wal files to retain (0 is unlimited)."),
@@ -537,6 +542,8 @@ class ServerConfig:
     initial_election_tick_advance: bool = True
     listen_peer_urls: tuple[str, ...] = (DEFAULT_LISTEN_PEER_URLS,)
     listen_client_urls: tuple[str, ...] = (DEFAULT_LISTEN_CLIENT_URLS,)
+    # etcd 3.5: HTTP only on these; the client URLs then serve gRPC only
+    listen_client_http_urls: tuple[str, ...] = ()
     advertise_client_urls: tuple[str, ...] = (DEFAULT_ADVERTISE_CLIENT_URLS,)
     initial_advertise_peer_urls: tuple[str, ...] = (DEFAULT_INITIAL_ADVERTISE_PEER_URLS,)
     listen_metrics_urls: tuple[str, ...] = ()
@@ -746,15 +753,16 @@ class ServerConfig:
         return _retention("revision", self.auto_compaction_retention)
 
     def listen_addresses(
-        self, kind: Literal["client", "peer", "metrics"] = "client"
+        self, kind: Literal["client", "client-http", "peer", "metrics"] = "client"
     ) -> list[tuple[str, int, str]]:
-        """(host, port, scheme) to bind for the client, peer or metrics URLs.
+        """(host, port, scheme) to bind for the client, client HTTP, peer or metrics URLs.
 
         ``localhost`` is bound as ``127.0.0.1`` (etcd does the same: it never
         resolves names for binding). IPv6 hosts come without brackets.
         """
         urls = {
             "client": self.listen_client_urls,
+            "client-http": self.listen_client_http_urls,
             "peer": self.listen_peer_urls,
             "metrics": self.listen_metrics_urls,
         }[kind]
@@ -777,6 +785,7 @@ class ServerConfig:
         for flag, urls, bind in (
             ("listen-peer-urls", self.listen_peer_urls, True),
             ("listen-client-urls", self.listen_client_urls, True),
+            ("listen-client-http-urls", self.listen_client_http_urls, True),
             ("listen-metrics-urls", self.listen_metrics_urls, True),
             ("initial-advertise-peer-urls", self.initial_advertise_peer_urls, False),
             ("advertise-client-urls", self.advertise_client_urls, False),
@@ -914,7 +923,7 @@ class ServerConfig:
         out: list[str] = []
         client_tls = bool(self.cert_file and self.key_file) or self.auto_tls
         peer_tls = bool(self.peer_cert_file and self.peer_key_file) or self.peer_auto_tls
-        for url in self.listen_client_urls:
+        for url in (*self.listen_client_urls, *self.listen_client_http_urls):
             if url.startswith("https://") and not client_tls:
                 out.append(
                     f"TLS key/cert (--cert-file, --key-file) must be provided for client url {url} with HTTPS scheme"

@@ -1,30 +1,43 @@
-"""An in-process meshkit member: the driver plus its gRPC front door.
+"""An in-process meshkit member: the driver plus its gRPC and HTTP front doors.
 
 ``async with EmbeddedServer(settings, listen=[("127.0.0.1", port)]) as srv:``
-starts a member and serves etcd's v3 gRPC API on the given addresses; leaving
-the block stops serving, then stops the member. Tests use it directly;
-``meshkit server`` uses it through :mod:`meshkit.server.run`.
+starts a member and serves, as etcd does, etcd's v3 gRPC API *and* its HTTP/1.1
+endpoints (``/health``, ``/version``, ``/metrics``, more routes if given) on the
+given client addresses; leaving the block stops serving, then stops the member.
+Tests use it directly; ``meshkit server`` uses it through :mod:`meshkit.server.run`.
+
+Layout: the grpc.aio server listens on internal addresses only (unix sockets in a
+private temporary directory) and :class:`~meshkit.server.clientport.ClientMux`
+owns the client ports, forwarding gRPC connections and handing HTTP/1.1 ones to
+aiohttp. With ``client_http_listen`` (etcd 3.5's ``--listen-client-http-urls``)
+the client ports are grpc's own (gRPC only) and HTTP is served on those URLs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from meshkit._internal.errors import MeshkitError
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
 from meshkit.server.api.auth import AuthService
 from meshkit.server.api.election import add_election_service
+from meshkit.server.api.gateway import add_gateway_routes
+from meshkit.server.api.http import HttpEndpoints, RouteAdder, make_client_app, make_metrics_app
 from meshkit.server.api.kv import KVService
 from meshkit.server.api.lease import LeaseService
 from meshkit.server.api.lock import add_lock_service
 from meshkit.server.api.maintenance import ClusterService, MaintenanceService
 from meshkit.server.api.watch import add_watch_service
+from meshkit.server.clientport import ClientMux, GrpcTarget, ListenError, internal_socket_path
 from meshkit.server.etcdserver.server import EtcdServer, ServerSettings
 from meshkit.server.tls import TLSInfo
 from meshkit.server.transport import Transport
@@ -37,8 +50,11 @@ GRPC_OVERHEAD_BYTES = 512 * 1024
 MAX_SEND_BYTES = 2**31 - 1
 
 
-class ListenError(MeshkitError):
-    pass
+__all__ = ["CLIENT_HTTP_ROUTES", "EmbeddedServer", "HealthService", "ListenError", "grpc_options"]
+
+# Extra HTTP routes of the client URLs, each called as add(app, etcd_server):
+# etcd's grpc-gateway JSON API (/v3/...).
+CLIENT_HTTP_ROUTES: tuple[RouteAdder, ...] = (add_gateway_routes,)
 
 
 def grpc_options(max_request_bytes: int, keepalive_min_time_ms: int = 5000,
@@ -81,13 +97,69 @@ class _GenericOnly:
         pass  # the same handlers arrive through add_generic_rpc_handlers
 
 
+class HealthService(health_pb2_grpc.HealthServicer):
+    """grpc.health.v1 as etcd 3.4 registers it: the server ("") is SERVING.
+
+    Check of a service never set answers NOT_FOUND "unknown service"; Watch of
+    one answers SERVICE_UNKNOWN and waits (grpc-go's health server, which etcd
+    uses). On shutdown every status turns NOT_SERVING for the watchers.
+    """
+
+    def __init__(self) -> None:
+        self._status: dict[str, int] = {"": health_pb2.HealthCheckResponse.SERVING}
+        self._changed = asyncio.Event()
+        self._shutting_down = False
+
+    def set(self, service: str, status: int) -> None:
+        if self._shutting_down:
+            return
+        self._set(service, status)
+
+    def _set(self, service: str, status: int) -> None:
+        self._status[service] = status
+        changed, self._changed = self._changed, asyncio.Event()
+        changed.set()
+
+    def shutdown(self) -> None:
+        """Every service NOT_SERVING from now on (grpc-go's ``Shutdown``)."""
+        for service in list(self._status):
+            self._set(service, health_pb2.HealthCheckResponse.NOT_SERVING)
+        self._shutting_down = True
+
+    async def Check(self, request: health_pb2.HealthCheckRequest,
+                    context: grpc.aio.ServicerContext) -> health_pb2.HealthCheckResponse:
+        if request.service not in self._status:
+            await context.abort(grpc.StatusCode.NOT_FOUND, "unknown service")
+        return health_pb2.HealthCheckResponse(status=self._status[request.service])  # type: ignore[arg-type]
+
+    async def List(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+        # newer than etcd 3.4's grpc-go: answered as it answers an unknown method
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                            "unknown method List for service grpc.health.v1.Health")
+
+    async def Watch(self, request: health_pb2.HealthCheckRequest,
+                    context: grpc.aio.ServicerContext) -> None:
+        last = None
+        while True:
+            changed = self._changed
+            status = self._status.get(request.service, health_pb2.HealthCheckResponse.SERVICE_UNKNOWN)
+            if status != last:
+                await context.write(health_pb2.HealthCheckResponse(status=status))  # type: ignore[arg-type]
+                last = status
+            await changed.wait()
+
+
 class EmbeddedServer:
     def __init__(self, settings: ServerSettings, listen: Sequence[tuple[str, int]],
                  *, grpc_extra_options: Sequence[tuple[str, Any]] = (),
                  transport: Transport | None = None,
                  listen_tls: Sequence[tuple[str, int]] = (), tls: TLSInfo | None = None,
-                 metrics_listen: Sequence[tuple[str, int]] = (), metrics_tls: bool = False) -> None:
+                 metrics_listen: Sequence[tuple[str, int]] = (), metrics_tls: bool = False,
+                 client_http_listen: Sequence[tuple[str, int]] = (),
+                 client_http_listen_tls: Sequence[tuple[str, int]] = (),
+                 client_http_routes: Sequence[RouteAdder] | None = None) -> None:
         self.settings = settings
+        # http client URLs: gRPC and HTTP/1.1 (unless client_http_listen is given)
         self.listen = list(listen)
         # https client URLs, served with ``tls`` (etcd's --cert-file, --key-file, ...)
         self.listen_tls = list(listen_tls)
@@ -95,9 +167,17 @@ class EmbeddedServer:
         # --listen-metrics-urls: /metrics and /health over HTTP/1.1
         self.metrics_listen = list(metrics_listen)
         self.metrics_tls = metrics_tls
-        self.http: Any = None
+        # --listen-client-http-urls (etcd 3.5): HTTP only there, gRPC only on ``listen``
+        self.client_http_listen = list(client_http_listen)
+        self.client_http_listen_tls = list(client_http_listen_tls)
+        self.client_http_routes = list(CLIENT_HTTP_ROUTES if client_http_routes is None
+                                       else client_http_routes)
+        self.http: HttpEndpoints | None = None  # the metrics listener
+        self.client_http: HttpEndpoints | None = None
         self.metrics_ports: list[int] = []
+        self.client_http_ports: list[int] = []
         self.etcd = EtcdServer(settings, transport=transport)
+        self.health = HealthService()
         self._grpc: grpc.aio.Server | None = None
         self._grpc_options = [
             *grpc_options(
@@ -108,6 +188,11 @@ class EmbeddedServer:
             ),
             *grpc_extra_options,
         ]
+        self._muxes: list[ClientMux] = []
+        self._private_dir: str | None = None
+        # where the grpc server listens when the mux owns the client ports
+        self.grpc_internal: list[str] = []
+        # client-facing ports, in the order of [*listen, *listen_tls]
         self.ports: list[int] = []
 
     @classmethod
@@ -123,6 +208,11 @@ class EmbeddedServer:
             setattr(settings, k, v)
         return cls(settings, [("127.0.0.1", port)])
 
+    @property
+    def muxed(self) -> bool:
+        """Whether the client ports serve HTTP too (no --listen-client-http-urls)."""
+        return not (self.client_http_listen or self.client_http_listen_tls)
+
     async def __aenter__(self) -> EmbeddedServer:
         await self.start()
         return self
@@ -133,61 +223,137 @@ class EmbeddedServer:
     async def start(self) -> None:
         await self.etcd.start()
         try:
-            server = grpc.aio.server(options=self._grpc_options)
-            generic = _GenericOnly(server)
-            rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.etcd), generic)
-            rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.etcd), generic)
-            rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), generic)
-            rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), generic)
-            rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.etcd), generic)
-            add_watch_service(server, self.etcd)
-            add_lock_service(generic, self.etcd)
-            add_election_service(generic, self.etcd)
-            creds = self.tls.server_credentials() if self.listen_tls and self.tls is not None else None
-            if self.listen_tls and creds is None:
-                raise ListenError("https client URLs need --cert-file and --key-file")
-            for (host, port), secure in [*((a, False) for a in self.listen), *((a, True) for a in self.listen_tls)]:
-                try:
-                    if secure:
-                        assert creds is not None
-                        bound = server.add_secure_port(f"{host}:{port}", creds)
-                    else:
-                        bound = server.add_insecure_port(f"{host}:{port}")
-                except RuntimeError as e:
-                    raise ListenError(f"listen tcp {host}:{port}: bind: address already in use") from e
-                if not bound:
-                    raise ListenError(f"listen tcp {host}:{port}: bind: address already in use")
-                self.ports.append(bound)
-            await server.start()
-            self._grpc = server
-            if self.metrics_listen:
-                from meshkit.server.api.http import HttpEndpoints
-
-                ssl_ctx = self.tls.ssl_context() if self.metrics_tls and self.tls is not None else None
-                self.http = HttpEndpoints(self.etcd, self.metrics_listen, ssl_context=ssl_ctx)
-                await self.http.start()
-                self.metrics_ports = list(self.http.ports)
+            await self._start_serving()
         except BaseException:
-            if self._grpc is not None:
-                with contextlib.suppress(Exception):
-                    await self._grpc.stop(0)
-                self._grpc = None
+            await self._stop_serving(0)
             await self.etcd.close()
             raise
-        log.info("serving client requests on %s",
-                 ", ".join(f"{h}:{p}" for (h, _), p in zip([*self.listen, *self.listen_tls], self.ports, strict=True)))
+        log.info("serving client requests on %s (%s)",
+                 ", ".join(f"{h}:{p}" for (h, _), p in zip([*self.listen, *self.listen_tls], self.ports, strict=True)),
+                 f"gRPC and HTTP; gRPC server on {', '.join(self.grpc_internal)}" if self.muxed else "gRPC")
 
-    async def close(self, grace: float = 1.0) -> None:
-        if self.http is not None:
-            await self.http.close()
-            self.http = None
+    def _http_ssl(self) -> Any:
+        assert self.tls is not None
+        ctx = self.tls.ssl_context()
+        ctx.set_alpn_protocols(["http/1.1"])
+        return ctx
+
+    async def _start_serving(self) -> None:
+        server = grpc.aio.server(options=self._grpc_options)
+        self._grpc = server
+        generic = _GenericOnly(server)
+        rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.etcd), generic)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.etcd), generic)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), generic)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), generic)
+        rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.etcd), generic)
+        add_watch_service(server, self.etcd)
+        add_lock_service(generic, self.etcd)
+        add_election_service(generic, self.etcd)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, generic)
+        needs_tls = self.listen_tls or self.client_http_listen_tls
+        if needs_tls and (self.tls is None or self.tls.empty):
+            raise ListenError("https client URLs need --cert-file and --key-file")
+        creds = self.tls.server_credentials() if self.listen_tls and self.tls is not None else None
+
+        targets: dict[bool, GrpcTarget] = {}
+        if self.muxed:
+            with contextlib.suppress(OSError):  # no temp dir: loopback TCP instead
+                self._private_dir = tempfile.mkdtemp(prefix="meshkit-")
+            for secure, wanted in ((False, self.listen), (True, self.listen_tls)):
+                if wanted:
+                    targets[secure] = self._bind_internal(server, creds if secure else None)
+        else:
+            for (host, port), secure in [*((a, False) for a in self.listen), *((a, True) for a in self.listen_tls)]:
+                self.ports.append(self._bind_grpc(server, f"{host}:{port}", creds if secure else None,
+                                                  f"{host}:{port}"))
+        await server.start()
+
+        client_app = make_client_app(self.etcd, self.client_http_routes)
+        if self.muxed:
+            self.client_http = HttpEndpoints(client_app)
+            await self.client_http.start()
+            factory = self.client_http.protocol_factory
+            for secure, wanted in ((False, self.listen), (True, self.listen_tls)):
+                if not wanted:
+                    continue
+                mux = ClientMux(wanted, grpc=targets[secure], http=factory,
+                                tls=self._http_ssl() if secure else None)
+                self._muxes.append(mux)
+                await mux.start()
+            self.ports = [p for mux in self._muxes for p in mux.ports]
+        else:
+            sites = [*((h, p, None) for h, p in self.client_http_listen),
+                     *((h, p, self._http_ssl()) for h, p in self.client_http_listen_tls)]
+            self.client_http = HttpEndpoints(client_app, sites)
+            await _start_http(self.client_http, sites)
+            self.client_http_ports = list(self.client_http.ports)
+            log.info("serving client HTTP requests on %s",
+                     ", ".join(f"{h}:{p}" for (h, _, _), p in zip(sites, self.client_http_ports, strict=True)))
+        if self.metrics_listen:
+            ssl_ctx = self.tls.ssl_context() if self.metrics_tls and self.tls is not None else None
+            sites = [(h, p, ssl_ctx) for h, p in self.metrics_listen]
+            self.http = HttpEndpoints(make_metrics_app(self.etcd), sites)
+            await _start_http(self.http, sites)
+            self.metrics_ports = list(self.http.ports)
+
+    def _bind_grpc(self, server: grpc.aio.Server, address: str,
+                   creds: grpc.ServerCredentials | None, shown: str) -> int:
+        try:
+            bound = (server.add_secure_port(address, creds) if creds is not None
+                     else server.add_insecure_port(address))
+        except RuntimeError as e:
+            raise ListenError(f"listen tcp {shown}: bind: address already in use") from e
+        if not bound:
+            raise ListenError(f"listen tcp {shown}: bind: address already in use")
+        return int(bound)
+
+    def _bind_internal(self, server: grpc.aio.Server, creds: grpc.ServerCredentials | None) -> GrpcTarget:
+        """grpc's own listener behind the mux: a unix socket in our private
+        directory, else an ephemeral loopback port."""
+        name = "grpc-tls.sock" if creds else "grpc.sock"
+        path = internal_socket_path(self._private_dir, name) if self._private_dir else None
+        if path is not None:
+            with contextlib.suppress(ListenError):
+                self._bind_grpc(server, f"unix:{path}", creds, path)
+                self.grpc_internal.append(f"unix:{path}")
+                return GrpcTarget(path=path)
+        port = self._bind_grpc(server, "127.0.0.1:0", creds, "127.0.0.1:0")
+        self.grpc_internal.append(f"127.0.0.1:{port}")
+        return GrpcTarget(host="127.0.0.1", port=port)
+
+    async def _stop_serving(self, grace: float) -> None:
+        for mux in self._muxes:  # no new connections
+            await mux.close_listeners()
+        for endpoints in (self.http, self.client_http):
+            if endpoints is not None:
+                await endpoints.close()
+        self.http = self.client_http = None
+        self.health.shutdown()
         if self._grpc is not None:
             with contextlib.suppress(Exception):
-                await self._grpc.stop(grace)
+                await self._grpc.stop(grace)  # GOAWAY travels through the mux
             self._grpc = None
+        for mux in self._muxes:
+            await mux.close()
+        self._muxes.clear()
+        if self._private_dir is not None:
+            shutil.rmtree(self._private_dir, ignore_errors=True)
+            self._private_dir = None
+
+    async def close(self, grace: float = 1.0) -> None:
+        await self._stop_serving(grace)
         await self.etcd.close()
 
     @property
     def endpoint(self) -> str:
         host = (self.listen or self.listen_tls)[0][0]
         return f"{host}:{self.ports[0]}"
+
+
+async def _start_http(endpoints: HttpEndpoints, sites: Sequence[tuple[str, int, Any]]) -> None:
+    try:
+        await endpoints.start()
+    except OSError as e:
+        where = ", ".join(f"{h}:{p}" for h, p, _ in sites)
+        raise ListenError(f"listen tcp {where}: {e.strerror or e}") from e

@@ -51,22 +51,30 @@ def settings_from_config(cfg: Any) -> Any:
     )
 
 
+def _split_client_urls(addresses: list[tuple[str, int, str]],
+                       tls: Any) -> tuple[list[tuple[str, int]], list[tuple[str, int]]]:
+    """Client (or client HTTP) URLs as (http addresses, https addresses)."""
+    plain: list[tuple[str, int]] = []
+    secure: list[tuple[str, int]] = []
+    for host, port, scheme in addresses:
+        if scheme == "https":
+            if tls.empty:
+                raise MeshkitError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url https://{host}:{port}")
+            secure.append((host, port))
+        elif scheme == "http":
+            plain.append((host, port))
+        else:
+            raise MeshkitError(f"unsupported client URL scheme {scheme}://{host}:{port}")
+    return plain, secure
+
+
 async def serve(cfg: Any) -> None:
     from meshkit.server.embed import EmbeddedServer
     from meshkit.server.tls import TLSInfo
 
     tls = TLSInfo(cfg.cert_file, cfg.key_file, cfg.trusted_ca_file, cfg.client_cert_auth)
-    listen: list[tuple[str, int]] = []
-    listen_tls: list[tuple[str, int]] = []
-    for host, port, scheme in cfg.listen_addresses():
-        if scheme == "https":
-            if tls.empty:
-                raise MeshkitError(f"TLS key/cert (--cert-file, --key-file) must be provided for client url https://{host}:{port}")
-            listen_tls.append((host, port))
-        elif scheme == "http":
-            listen.append((host, port))
-        else:
-            raise MeshkitError(f"unsupported client URL scheme {scheme}://{host}:{port}")
+    listen, listen_tls = _split_client_urls(cfg.listen_addresses(), tls)
+    http_listen, http_listen_tls = _split_client_urls(cfg.listen_addresses("client-http"), tls)
     metrics = [(h, p) for h, p, _ in cfg.listen_addresses("metrics")]
     metrics_tls = any(sc == "https" for _, _, sc in cfg.listen_addresses("metrics"))
     if metrics_tls and any(sc != "https" for _, _, sc in cfg.listen_addresses("metrics")):
@@ -80,7 +88,8 @@ async def serve(cfg: Any) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with EmbeddedServer(settings_from_config(cfg), listen, listen_tls=listen_tls, tls=tls,
-                              metrics_listen=metrics, metrics_tls=metrics_tls):
+                              metrics_listen=metrics, metrics_tls=metrics_tls,
+                              client_http_listen=http_listen, client_http_listen_tls=http_listen_tls):
         log.info("ready to serve client requests")
         await stop.wait()
         log.info("received a stop signal, shutting down")

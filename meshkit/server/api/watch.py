@@ -23,7 +23,12 @@ from typing import Any
 
 import grpc
 
-from meshkit._internal.errors import EtcdError
+from meshkit._internal.errors import (
+    AuthOldRevisionError,
+    EtcdError,
+    InvalidAuthTokenError,
+    UserEmptyError,
+)
 from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.mvccpb import kv_pb2
 from meshkit.server.api.authctx import auth_info
@@ -160,13 +165,14 @@ class WatchService:
             return self._watchable
         return self.s.watchable  # type: ignore[no-any-return,attr-defined]
 
-    def _watch_permitted(self, context: grpc.aio.ServicerContext, c: pb.WatchCreateRequest) -> bool:
-        """etcd's isWatchPermitted: read permission on the watched range."""
+    def _watch_refusal(self, context: grpc.aio.ServicerContext, c: pb.WatchCreateRequest) -> str | None:
+        """etcd's isWatchPermitted (read permission on the watched range): the
+        cancel reason of a refused create, None when permitted."""
         try:
             self.s.auth.check_range(auth_info(self.s, context), c.key, c.range_end)
-        except EtcdError:
-            return False
-        return True
+        except EtcdError as e:
+            return watch_cancel_reason(e)
+        return None
 
     async def Watch(self, request_iterator: AsyncIterator[pb.WatchRequest],
                     context: grpc.aio.ServicerContext) -> None:
@@ -197,9 +203,10 @@ class WatchService:
                 kind = req.WhichOneof("request_union")
                 if kind == "create_request":
                     c = req.create_request
-                    if context is not None and not self._watch_permitted(context, c):
+                    refusal = self._watch_refusal(context, c) if context is not None else None
+                    if refusal is not None:
                         stream.push(Response(-1, self.s.store.current_revision, created=True,
-                                             canceled=True, cancel_reason=WATCH_DENIED))
+                                             canceled=True, cancel_reason=refusal))
                         continue
                     filters = set(c.filters)
                     stream.watch(
@@ -218,6 +225,17 @@ class WatchService:
         except Exception as e:  # the client went away mid-read
             log.debug("watch stream receive ended: %s", e)
         # A half-close keeps the watches running, as etcd's recvLoop does on EOF.
+
+
+# etcd 3.4's watch names these auth errors in the cancel reason; any other is
+# "permission denied". Go's status text: "rpc error: code = <Code> desc = <text>".
+_REASON_CODES = {InvalidAuthTokenError: "Unauthenticated", AuthOldRevisionError: "InvalidArgument",
+                 UserEmptyError: "InvalidArgument"}
+
+
+def watch_cancel_reason(e: EtcdError) -> str:
+    code = _REASON_CODES.get(type(e))
+    return f"rpc error: code = {code} desc = {e.detail}" if code else WATCH_DENIED
 
 
 def _identity(b: bytes) -> bytes:
