@@ -35,6 +35,7 @@ from typing import Any
 import grpc
 
 from meshkit._internal.errors import (
+    AuthNotEnabledError,
     AuthOldRevisionError,
     EtcdError,
     InvalidAuthTokenError,
@@ -196,6 +197,8 @@ class Client:
                 if self._token is None:
                     await self._authenticate(ep, deadline)
         assert self._token is not None
+        if not self._token:  # the server has auth off: no token, as clientv3
+            return None
         return (("token", self._token),)
 
     async def _authenticate(self, ep: str, deadline: float) -> None:
@@ -206,7 +209,12 @@ class Client:
                 timeout=max(remaining, 0.001),
             )
         except grpc.aio.AioRpcError as e:
-            raise translate(e, ep) from None
+            err = translate(e, ep)
+            if isinstance(err, AuthNotEnabledError):
+                # clientv3 dials without a token when the server has auth off
+                self._token = ""
+                return
+            raise err from None
         self._token = resp.token
 
     async def _call(

@@ -4,15 +4,22 @@ from __future__ import annotations
 
 import asyncio
 import datetime
-import getpass
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+from meshkit._internal.errors import AuthFailedError
 from meshkit.client import Client
 from meshkit.client.raw import RawAPI, RpcFailure
-from meshkit.ctl.errors import EXIT_BAD_ARGS, EXIT_BAD_FEATURE, EXIT_ERROR, CtlExit, rpc_text
+from meshkit.ctl.errors import (
+    EXIT_BAD_ARGS,
+    EXIT_BAD_CONNECTION,
+    EXIT_BAD_FEATURE,
+    EXIT_ERROR,
+    CtlExit,
+    rpc_text,
+)
 from meshkit.ctl.flags import Command, Opt, Parsed, UsageError, help_text, parse_flags
 from meshkit.ctl.printer import FORMATS, Printer
 
@@ -70,37 +77,21 @@ class Ctx:
 
     def client(self) -> Client:
         if self._client is None:
-            if self.g("cert") or self.g("key") or self.g("cacert") or not self.g("insecure-transport"):
-                raise CtlExit(EXIT_BAD_FEATURE, "TLS (--cacert/--cert/--key) is not implemented yet in meshkit ctl")
+            if self.g("insecure-skip-tls-verify"):
+                raise CtlExit(EXIT_BAD_FEATURE, "--insecure-skip-tls-verify is not implemented in meshkit ctl "
+                                                "(grpcio cannot skip verification): give --cacert")
             if self.g("discovery-srv"):
                 raise CtlExit(EXIT_BAD_FEATURE, "--discovery-srv is not implemented yet in meshkit ctl")
             user, password = self._credentials()
-            try:
-                self._client = Client(self.endpoints, timeout=self.timeout,
-                                      dial_timeout=float(self.g("dial-timeout")),
-                                      user=user, password=password)
-            except (ValueError, NotImplementedError) as e:
-                raise CtlExit(EXIT_ERROR, str(e)) from None
+            self._client = dial(self, self.endpoints, cert=self.g("cert"), key=self.g("key"),
+                                cacert=self.g("cacert"), insecure_transport=self.g("insecure-transport"),
+                                user=user, password=password, error_code=EXIT_ERROR)
         return self._client
 
     def _credentials(self) -> tuple[str | None, str | None]:
-        user = self.g("user")
-        password = self.g("password")
-        if not user:
-            if password:
-                raise CtlExit(EXIT_BAD_ARGS, "empty username")
-            return None, None
-        if password:
-            if ":" in user:
-                raise CtlExit(EXIT_BAD_ARGS, "If password is given with --password, username can't have colon")
-            return user, password
-        name, sep, pw = user.partition(":")
-        if not sep:
-            try:
-                pw = getpass.getpass("Password: ")
-            except (EOFError, OSError) as e:
-                raise CtlExit(EXIT_BAD_ARGS, f"failed to read password: {e}") from None
-        return name, pw
+        from meshkit.ctl.cmd_auth import credentials  # etcdctl 3.4's --user/--password rule
+
+        return credentials(self.g("user") or "", self.g("password") or "")
 
     def raw(self) -> RawAPI:
         if self._raw is None:
@@ -115,11 +106,43 @@ class Ctx:
                                           timeout=self.timeout, retry_sent=read)
         except RpcFailure as e:
             text = rpc_text(e)
+            if e.details == AuthFailedError.message:
+                # etcdctl authenticates while dialing: a wrong password is a bad connection
+                code = EXIT_BAD_CONNECTION
             raise CtlExit(code, wrap % text if wrap else text) from None
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
+
+
+# ---------------------------------------------------------------- TLS
+
+
+def dial(ctx: Ctx, endpoints: Sequence[str], *, cert: str, key: str, cacert: str,
+         insecure_transport: bool, user: str | None = None, password: str | None = None,
+         error_code: int = EXIT_BAD_CONNECTION) -> Client:
+    """etcdctl's client from its TLS flags: a certificate or CA (or
+    ``--insecure-transport=false``) means TLS to every endpoint."""
+    if (cert or key) and not (cert and key):
+        raise CtlExit(EXIT_BAD_ARGS, f"KeyFile and CertFile must both be present[key: {key}, cert: {cert}]")
+    for path in (cert, key, cacert):
+        if path:
+            try:
+                with open(path, "rb"):
+                    pass
+            except OSError as e:
+                why = e.strerror or str(e)
+                raise CtlExit(EXIT_BAD_ARGS, f"open {path}: {why[:1].lower()}{why[1:]}") from None
+    eps = list(endpoints)
+    if not insecure_transport and not (cert or cacert):
+        # TLS with the system's roots: the https scheme tells the client so
+        eps = [e if e.startswith("https://") else "https://" + e.removeprefix("http://") for e in eps]
+    try:
+        return Client(eps, timeout=ctx.timeout, dial_timeout=float(ctx.g("dial-timeout")),
+                      user=user, password=password, ca_cert=cacert or None, cert=cert or None, key=key or None)
+    except (ValueError, NotImplementedError) as e:
+        raise CtlExit(error_code, str(e)) from None
 
 
 # ---------------------------------------------------------------- env variables

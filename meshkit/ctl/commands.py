@@ -732,84 +732,142 @@ async def cmd_alarm_disarm(ctx: Ctx, p: Parsed) -> int:
     return 0
 
 
-async def cmd_defrag(ctx: Ctx, p: Parsed) -> int:
-    if p.values.get("data-dir"):
-        raise CtlExit(EXIT_ERROR, "defrag --data-dir (offline defragmentation) is not implemented yet in meshkit ctl")
-    from meshkit.client import Client
-    from meshkit.client.raw import RawAPI
-
-    eps = await _cluster_endpoints(ctx, p)
-    failed = False
-    for ep in eps:
-        client = Client([ep], timeout=ctx.timeout, dial_timeout=float(ctx.g("dial-timeout")))
-        try:
-            await RawAPI(client).unary("maintenance", "Defragment", rpc_pb2.DefragmentRequest(),
-                                       timeout=ctx.timeout)
-            sys.stdout.write(f"Finished defragmenting etcd member[{ep}]\n")
-        except RpcFailure as e:
-            sys.stdout.flush()
-            sys.stderr.write(f"Failed to defragment etcd member[{ep}] ({rpc_text(e)})\n")
-            failed = True
-        finally:
-            await client.close()
-    if failed:
-        raise CtlExit(EXIT_ERROR, None)
-    return 0
-
-
 async def cmd_version(ctx: Ctx, p: Parsed) -> int:
     sys.stdout.write("etcdctl version: 3.4.23\nAPI version: 3.4\n")
     return 0
 
 
 # ---------------------------------------------------------------- lock / elect
+#
+# etcdctl 3.4's lock_command.go and elect_command.go: the session keeps its lease
+# (TTL --ttl for lock, 60 s for elect) and is left to expire, not revoked; SIGINT and
+# SIGTERM end the wait (unlock / resign and exit 0, or "context canceled" while still
+# waiting); the held key is shown with the get printer.
+
+_GO_SIGNAL_NAMES = {
+    1: "hangup", 2: "interrupt", 3: "quit", 4: "illegal instruction", 5: "trace/breakpoint trap",
+    6: "aborted", 7: "bus error", 8: "floating point exception", 9: "killed",
+    10: "user defined signal 1", 11: "segmentation fault", 12: "user defined signal 2",
+    13: "broken pipe", 14: "alarm clock", 15: "terminated",
+}
+
+
+def _typed_error_text(e: BaseException) -> str:
+    """What etcdctl shows for a failure of the typed client (sessions, locks, elections)."""
+    from meshkit._internal.errors import EtcdError
+
+    if isinstance(e, EtcdError):
+        return str(e)
+    return "context deadline exceeded"  # no endpoint, connection lost, deadline passed
+
+
+async def _open_session(ctx: Ctx, ttl: int) -> Any:
+    from meshkit._internal.errors import MeshkitError
+    from meshkit.concurrency.session import Session
+
+    # concurrency.WithTTL ignores a TTL <= 0 (the default, 60 s, stays)
+    s = Session(ctx.client(), ttl=ttl if ttl > 0 else 60)
+    try:
+        await s.open()
+    except MeshkitError as e:
+        raise CtlExit(EXIT_ERROR, _typed_error_text(e)) from None
+    s.orphan()  # etcdctl never closes its session: the lease runs out its TTL
+    return s
+
+
+async def _until_first(*aws: Any) -> set[asyncio.Task[Any]]:
+    """Run the awaitables as tasks; cancel the rest when one ends; return the finished ones."""
+    tasks = {asyncio.ensure_future(a) for a in aws}
+    done, pending = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    for t in pending:
+        t.cancel()
+        with contextlib.suppress(BaseException):
+            await t
+    return done
+
+
+def _show(pr: Printer, resp: rpc_pb2.RangeResponse) -> None:
+    """``display.Get`` at once (stdout is read while we keep running). etcdctl 3.4.23's
+    printPB is ``fmt.Print``: the bytes as they are, a ``%`` in an id included."""
+    if pr.fmt == "protobuf":
+        pr.w(resp.SerializeToString())
+    else:
+        pr.get(resp)
+    sys.stdout.flush()
+
+
+async def _get_key(ctx: Ctx, key: bytes) -> rpc_pb2.RangeResponse:
+    try:
+        return await ctx.raw().unary("kv", "Range", rpc_pb2.RangeRequest(key=key), timeout=ctx.timeout)
+    except RpcFailure as e:
+        raise CtlExit(EXIT_ERROR, rpc_text(e)) from None
+
+
+async def _run_with_lock(argv: list[str], key: bytes, rev: int) -> str | None:
+    """``exec.Command(argv...).Run()`` with ETCD_LOCK_KEY/REV; None on success, else Go's error text."""
+    import shutil
+
+    name = argv[0]
+    path: str | None = name
+    if "/" not in name:
+        path = shutil.which(name) if name else None
+        if path is None:
+            return f"exec: {quote(enc(name))}: executable file not found in $PATH"
+    # etcdctl puts the lock variables first and os.Environ() after: the environment wins
+    env = {"ETCD_LOCK_KEY": key.decode("utf-8", "surrogateescape"), "ETCD_LOCK_REV": str(rev), **os.environ}
+    sys.stdout.flush()
+    try:
+        proc = await asyncio.create_subprocess_exec(*argv, executable=path, env=env)
+    except OSError as e:
+        return f"fork/exec {path}: {(e.strerror or str(e)).lower()}"
+    rc = await proc.wait()
+    if rc > 0:
+        return f"exit status {rc}"
+    if rc < 0:
+        return f"signal: {_GO_SIGNAL_NAMES.get(-rc, f'signal {-rc}')}"
+    return None
 
 
 async def cmd_lock(ctx: Ctx, p: Parsed) -> int:
+    from meshkit._internal.errors import MeshkitError
     from meshkit.concurrency.mutex import Mutex
-    from meshkit.concurrency.session import Session
 
     if len(p.args) == 0:
         raise CtlExit(EXIT_BAD_ARGS, "lock takes a lock name argument and an optional command to execute")
-    client = ctx.client()
+    s = await _open_session(ctx, p.values["ttl"])
     stop = _signal_event()
     try:
-        async with Session(client, ttl=p.values["ttl"]) as s:
-            m = Mutex(s, p.args[0])
-            lock_task = asyncio.create_task(m.lock())
-            stop_task = asyncio.create_task(stop.wait())
-            done, _ = await asyncio.wait({lock_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-            if lock_task not in done:
-                lock_task.cancel()
-                with contextlib.suppress(BaseException):
-                    await lock_task
-                return 0
-            stop_task.cancel()
-            lock_task.result()
-            key = m.key.decode("utf-8", "surrogateescape")
-            if len(p.args) > 1:
-                env = dict(os.environ)
-                env["ETCD_LOCK_KEY"] = key
-                env["ETCD_LOCK_REV"] = str(m.token)
-                proc = await asyncio.create_subprocess_exec(*p.args[1:], env=env)
-                rc = await proc.wait()
+        m = Mutex(s, enc(p.args[0]))
+        locking = asyncio.ensure_future(m.lock())
+        if locking not in await _until_first(locking, stop.wait()):
+            raise CtlExit(EXIT_ERROR, "context canceled")  # m.lock() took its key out of the queue
+        locking.result()
+        assert m.header is not None
+        if len(p.args) > 1:
+            failed = await _run_with_lock(p.args[1:], m.key, m.header.revision)
+            try:
                 await m.unlock()
-                if rc != 0:
-                    raise CtlExit(EXIT_ERROR, f"exit status {rc}")
-                return 0
-            sys.stdout.write(key + "\n")
-            sys.stdout.flush()
-            lost: asyncio.Task[Any] = asyncio.create_task(s.lost.wait())
-            waiter: asyncio.Task[Any] = asyncio.create_task(stop.wait())
-            done2, pend2 = await asyncio.wait({lost, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            for t in pend2:
-                t.cancel()
-            if lost in done2:
-                raise CtlExit(EXIT_ERROR, "session expired")
-            await m.unlock()
+            except MeshkitError as e:  # the command's own failure is the one reported
+                failed = failed or _typed_error_text(e)
+            if failed:
+                raise CtlExit(EXIT_ERROR, failed)
             return 0
+        resp = await _get_key(ctx, m.key)
+        if not resp.kvs:
+            raise CtlExit(EXIT_ERROR, "lock lost on init")
+        _show(ctx.printer, resp)
+        if not stop.is_set():
+            await _until_first(stop.wait(), s.lost.wait())
+        if not stop.is_set():
+            raise CtlExit(EXIT_ERROR, "session expired")
+        await m.unlock()
+        return 0
+    except MeshkitError as e:
+        raise CtlExit(EXIT_ERROR, _typed_error_text(e)) from None
     except RpcFailure as e:
         raise CtlExit(EXIT_ERROR, rpc_text(e)) from None
+    finally:
+        await s.close()
 
 
 def _signal_event() -> asyncio.Event:
@@ -821,57 +879,105 @@ def _signal_event() -> asyncio.Event:
     return ev
 
 
+def _pb_header(h: Any) -> rpc_pb2.ResponseHeader:
+    return rpc_pb2.ResponseHeader(cluster_id=h.cluster_id, member_id=h.member_id, revision=h.revision,
+                                  raft_term=h.raft_term)
+
+
+def _pb_kv(kv: Any) -> Any:
+    from meshkit.api.mvccpb import kv_pb2
+
+    return kv_pb2.KeyValue(key=kv.key, create_revision=kv.create_revision, mod_revision=kv.mod_revision,
+                           version=kv.version, value=kv.value, lease=kv.lease)
+
+
+async def _observe(ctx: Ctx, prefix: bytes) -> None:
+    """clientv3's ``Election.Observe`` as etcdctl prints it: the leader (a Get's header, or
+    the watch's with the put's revision), each value it proclaims, then the next leader.
+    Returns when a watch ends (the observer is lost)."""
+    from meshkit.client import EventType
+
+    raw, client, pr = ctx.raw(), ctx.client(), ctx.printer
+    end = prefix_end(prefix)
+    first = rpc_pb2.RangeRequest(key=prefix, range_end=end, limit=1, sort_order=rpc_pb2.RangeRequest.ASCEND,
+                                 sort_target=rpc_pb2.RangeRequest.CREATE)
+    while True:
+        resp = await raw.unary("kv", "Range", first, timeout=ctx.timeout)
+        hdr: rpc_pb2.ResponseHeader | None = None
+        kv: Any = None
+        if resp.kvs:
+            hdr, kv = resp.header, resp.kvs[0]
+        else:
+            async with client.watch(prefix, end, start_revision=resp.header.revision) as w:
+                async for wr in w:
+                    puts = [ev.kv for ev in wr.events if ev.type == EventType.PUT]
+                    if puts:
+                        hdr, kv = _pb_header(wr.header), _pb_kv(puts[0])
+                        hdr.revision = kv.mod_revision
+                        break
+            if hdr is None:
+                return
+        _show(pr, rpc_pb2.RangeResponse(header=hdr, kvs=[kv]))
+        deleted = False
+        async with client.watch(kv.key, start_revision=hdr.revision + 1) as w:
+            async for wr in w:
+                for ev in wr.events:
+                    if ev.type == EventType.DELETE:
+                        deleted = True
+                        break
+                    # clientv3 reuses the first Get's response here (its count and more stay)
+                    resp.header.CopyFrom(_pb_header(wr.header))
+                    del resp.kvs[:]
+                    resp.kvs.append(_pb_kv(ev.kv))
+                    _show(pr, resp)
+                if deleted:
+                    break
+        if not deleted:
+            return
+
+
 async def cmd_elect(ctx: Ctx, p: Parsed) -> int:
+    from meshkit._internal.errors import MeshkitError
     from meshkit.concurrency.election import Election
-    from meshkit.concurrency.session import Session
 
     listen = p.values["listen"]
-    if len(p.args) != 1 + (0 if listen else 1):
+    if len(p.args) not in (1, 2):
         raise CtlExit(EXIT_BAD_ARGS, "elect takes one election name argument and an optional proposal argument")
-    client = ctx.client()
+    ctx.client()
+    if len(p.args) == 1 and not listen:
+        raise CtlExit(EXIT_BAD_ARGS, "no proposal argument but -l not set")
+    if len(p.args) == 2 and listen:
+        raise CtlExit(EXIT_BAD_ARGS, "proposal given but -l is set")
+    s = await _open_session(ctx, 60)
     stop = _signal_event()
-    raw = ctx.raw()
-    async with Session(client) as s:
-        e = Election(s, p.args[0])
+    try:
         if listen:
-            async def observe() -> None:
-                async for kv in e.observe():
-                    resp = await raw.unary("kv", "Range", rpc_pb2.RangeRequest(key=kv.key), timeout=ctx.timeout)
-                    ctx.printer.get(resp)
-                    sys.stdout.flush()
-            obs = asyncio.create_task(observe())
-            waiter = asyncio.create_task(stop.wait())
-            done, pend = await asyncio.wait({obs, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            for t in pend:
-                t.cancel()
-                with contextlib.suppress(BaseException):
-                    await t
-            if obs in done:
-                obs.result()
-                raise CtlExit(EXIT_ERROR, "context canceled")
+            observing = asyncio.ensure_future(_observe(ctx, enc(p.args[0]) + b"/"))
+            if observing in await _until_first(observing, stop.wait()):
+                exc = observing.exception()
+                if exc is not None and not isinstance(exc, MeshkitError | RpcFailure):
+                    raise exc
+                raise CtlExit(EXIT_ERROR, "elect: observer lost")
             return 0
-        camp = asyncio.create_task(e.campaign(p.args[1]))
-        waiter = asyncio.create_task(stop.wait())
-        done, _ = await asyncio.wait({camp, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if camp not in done:
-            camp.cancel()
-            with contextlib.suppress(BaseException):
-                await camp
-            return 0
-        waiter.cancel()
-        camp.result()
-        resp = await raw.unary("kv", "Range", rpc_pb2.RangeRequest(key=e.key), timeout=ctx.timeout)
-        ctx.printer.get(resp)
-        sys.stdout.flush()
-        lost = asyncio.create_task(s.lost.wait())
-        waiter = asyncio.create_task(stop.wait())
-        done, pend = await asyncio.wait({lost, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        for t in pend:
-            t.cancel()
-        if lost in done:
+        e = Election(s, enc(p.args[0]))
+        campaigning = asyncio.ensure_future(e.campaign(enc(p.args[1])))
+        if campaigning not in await _until_first(campaigning, stop.wait()):
+            raise CtlExit(EXIT_ERROR, "context canceled")  # the campaign resigned
+        campaigning.result()
+        resp = await _get_key(ctx, e.key)
+        _show(ctx.printer, resp)
+        if not stop.is_set():
+            await _until_first(stop.wait(), s.lost.wait())
+        if not stop.is_set():
             raise CtlExit(EXIT_ERROR, "elect: session expired")
         await e.resign()
         return 0
+    except MeshkitError as err:
+        raise CtlExit(EXIT_ERROR, _typed_error_text(err)) from None
+    except RpcFailure as err:
+        raise CtlExit(EXIT_ERROR, rpc_text(err)) from None
+    finally:
+        await s.close()
 
 
 # ---------------------------------------------------------------- not yet
@@ -885,6 +991,10 @@ def _not_implemented(what: str) -> Any:
 
 
 def register(root: Command) -> None:
+    # member add/remove/update/promote, move-leader, make-mirror, defrag
+    # (cmd_snapshot: snapshot save, status, restore)
+    from meshkit.ctl import cmd_cluster, cmd_snapshot
+
     def c(name: str, short: str, run: Any = None, use: str = "", opts: list[Opt] | None = None,
           subs: list[Command] | None = None) -> Command:
         cmd = Command(name, short, use=use or name, opts=opts or [], run=run)
@@ -892,9 +1002,9 @@ def register(root: Command) -> None:
             cmd.add(s)
         return cmd
 
-    from meshkit.ctl import cmd_snapshot  # snapshot save, status, restore
-
     endpoint_cluster = Opt("cluster", "bool", False, "use all endpoints from the cluster member list")
+    from meshkit.ctl.cmd_auth import auth_commands
+
     root.add(
         c("get", "Gets the key or a range of keys", cmd_get, "get [options] <key> [range_end]", GET_OPTS),
         c("put", "Puts the given key into the store", cmd_put,
@@ -920,14 +1030,7 @@ def register(root: Command) -> None:
         ]),
         c("member", "Membership related commands", use="member <subcommand>", subs=[
             c("list", "Lists all members in the cluster", cmd_member_list),
-            c("add", "Adds a member into the cluster", _not_implemented("member add"), "add <memberName> [options]",
-              [Opt("peer-urls", "string", "", "comma separated peer URLs for the new member."),
-               Opt("learner", "bool", False, "indicates if the new member is raft learner")]),
-            c("remove", "Removes a member from the cluster", _not_implemented("member remove"), "remove <memberID>"),
-            c("update", "Updates a member in the cluster", _not_implemented("member update"), "update <memberID> [options]",
-              [Opt("peer-urls", "string", "", "comma separated peer URLs for the updated member.")]),
-            c("promote", "Promotes a non-voting member in the cluster", _not_implemented("member promote"),
-              "promote <memberID>"),
+            *cmd_cluster.member_commands(),  # add, remove, update, promote
         ]),
         c("endpoint", "Endpoint related commands", use="endpoint <subcommand>", subs=[
             c("health", "Checks the healthiness of endpoints specified in `--endpoints` flag", cmd_endpoint_health,
@@ -941,28 +1044,14 @@ def register(root: Command) -> None:
             c("list", "Lists all alarms", cmd_alarm_list),
             c("disarm", "Disarms all alarms", cmd_alarm_disarm),
         ]),
-        c("defrag", "Defragments the storage of the etcd members with given endpoints", cmd_defrag, "defrag",
-          [endpoint_cluster, Opt("data-dir", "string", "", "Optional. If present, defragments a data directory not in use by etcd.")]),
+        cmd_cluster.defrag_command(endpoint_cluster),
         c("lock", "Acquires a named lock", cmd_lock, "lock <lockname> [exec-command arg1 arg2 ...]",
           [Opt("ttl", "int", 10, "timeout for session")]),
         c("elect", "Observes and participates in leader election", cmd_elect, "elect <election-name> [proposal]",
           [Opt("listen", "bool", False, "observation mode", "l")]),
         c("snapshot", "Manages etcd node snapshots", use="snapshot <subcommand>",
           subs=cmd_snapshot.snapshot_commands()),  # save, status, restore
-        c("make-mirror", "Makes a mirror at the destination etcd cluster", _not_implemented("make-mirror"),
-          "make-mirror [options] <destination>"),
-        c("move-leader", "Transfers leadership to another etcd cluster member.", _not_implemented("move-leader"),
-          "move-leader <transferee-member-id>"),
-        c("auth", "Enable or disable authentication", use="auth <enable or disable>", subs=[
-            c("enable", "Enables authentication", _not_implemented("auth enable")),
-            c("disable", "Disables authentication", _not_implemented("auth disable")),
-        ]),
-        c("user", "User related commands", use="user <subcommand>", subs=[
-            c(n, f"user {n}", _not_implemented(f"user {n}"))
-            for n in ("add", "delete", "get", "list", "passwd", "grant-role", "revoke-role")
-        ]),
-        c("role", "Role related commands", use="role <subcommand>", subs=[
-            c(n, f"role {n}", _not_implemented(f"role {n}"))
-            for n in ("add", "delete", "get", "list", "grant-permission", "revoke-permission")
-        ]),
+        cmd_cluster.make_mirror_command(),
+        cmd_cluster.move_leader_command(),
+        *auth_commands(),  # auth, user, role: meshkit/ctl/cmd_auth.py
     )

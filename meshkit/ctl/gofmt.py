@@ -3,8 +3,7 @@
 ``quote`` is ``strconv.Quote`` (``%q``); ``json_value`` is ``encoding/json`` applied
 to a gogo-protobuf message (json tag = proto field name, ``omitempty``, bytes as
 base64, a oneof as ``{"Response":{"ResponsePut":...}}``); ``duration`` is
-``time.Duration.String``; ``human_bytes`` is go-humanize's ``Bytes``; and
-``printf_noargs`` is what ``fmt.Printf(s)`` does to a string with no arguments.
+``time.Duration.String``; and ``human_bytes`` is go-humanize's ``Bytes``.
 """
 
 from __future__ import annotations
@@ -190,41 +189,6 @@ def human_bytes(n: int) -> str:
     suffix = sizes[e]
     val = math.floor(n / (1000**e) * 10 + 0.5) / 10
     return (f"{val:.1f} {suffix}") if val < 10 else (f"{val:.0f} {suffix}")
-
-
-def printf_noargs(data: bytes) -> bytes:
-    """What Go's ``fmt.Printf(string(data))`` writes: verbs without operands are mangled."""
-    if b"%" not in data:
-        return data
-    out = bytearray()
-    i = 0
-    n = len(data)
-    while i < n:
-        c = data[i]
-        if c != 0x25:
-            out.append(c)
-            i += 1
-            continue
-        i += 1
-        while i < n and data[i : i + 1] in (b"+", b"-", b"#", b" ", b"0"):
-            i += 1
-        while i < n and (0x30 <= data[i] <= 0x39 or data[i] in (0x2A, 0x2E)):
-            i += 1
-        if i >= n:
-            out += b"%!(NOVERB)"
-            break
-        verb = data[i]
-        if verb == 0x25:
-            out.append(0x25)
-            i += 1
-            continue
-        # one rune as the verb
-        size = 1
-        if verb >= 0xC0:
-            size = 2 if verb < 0xE0 else 3 if verb < 0xF0 else 4
-        out += b"%!" + data[i : i + size] + b"(MISSING)"
-        i += size
-    return bytes(out)
 
 
 def go_bytes_list(items: list[bytes]) -> str:

@@ -14,7 +14,6 @@ from meshkit.ctl.gofmt import (
     human_bytes,
     json_string,
     json_value,
-    printf_noargs,
     quote,
 )
 
@@ -66,7 +65,9 @@ class Printer:
         raise CtlExit(EXIT_BAD_FEATURE, f"{self.fmt} not supported as output format")
 
     def pb(self, msg: Any) -> None:
-        self.w(printf_noargs(msg.SerializeToString()))
+        """etcdctl 3.4.23's printPB: the marshalled bytes as they are (a ``%`` in them
+        is not a formatting verb)."""
+        self.w(msg.SerializeToString())
 
     def json(self, msg: Any) -> None:
         self.line(json_value(msg))
@@ -318,6 +319,36 @@ class Printer:
         """member add/remove/update/promote in json/protobuf."""
         self._generic(r)
 
+    def member_change(self, verb: str, member_id: int, r: Any) -> None:
+        """member add/remove/update/promote: ``Member %16x <verb> cluster %16x``, or the
+        response as json/protobuf; fields and table are unsupported (after the change)."""
+        if self.fmt == "simple":
+            self.line(f"Member {member_id & (2**64 - 1):16x} {verb} cluster {r.header.cluster_id:16x}")
+        elif self.fmt == "json":
+            self.json(r)
+        elif self.fmt == "protobuf":
+            self.pb(r)
+        else:
+            self.unsupported()
+
+    def member_add_config(self, name: str, initial_cluster: str, peer_urls: str) -> None:
+        """The environment for starting the member ``member add`` added (simple format)."""
+        self.line()
+        self.line(f"ETCD_NAME={quote(name)}")
+        self.line(f"ETCD_INITIAL_CLUSTER={quote(initial_cluster)}")
+        self.line(f"ETCD_INITIAL_ADVERTISE_PEER_URLS={quote(peer_urls)}")
+        self.line('ETCD_INITIAL_CLUSTER_STATE="existing"')
+
+    def move_leader(self, leader: int, target: int, r: rpc_pb2.MoveLeaderResponse) -> None:
+        if self.fmt == "simple":
+            self.line(f"Leadership transferred from {leader:x} to {target:x}")
+        elif self.fmt == "json":
+            self.json(r)
+        elif self.fmt == "protobuf":
+            self.pb(r)
+        else:
+            self.unsupported()
+
     def endpoint_status(self, sts: list[EpStatus]) -> None:
         hdr = ["Endpoint", "ID", "Version", "DB Size", "Is Leader", "Is Learner", "Raft Term",
                "Raft Index", "Raft Applied Index", "Errors"]
@@ -409,6 +440,113 @@ class Printer:
                 self.line()
         else:
             self._generic(r)
+
+    # -- auth: users and roles (etcdctl 3.4's printer_simple/fields/json/protobuf) ----
+
+    def _auth_resp(self, r: Any, simple: str | bytes, fields: bool = True) -> None:
+        """simple: ``simple``; fields: the header (where etcdctl has it); json/protobuf:
+        the response as sent; table (and fields where etcdctl lacks it): refused."""
+        if self.fmt == "simple":
+            self.w(simple)
+        elif self.fmt == "fields" and fields:
+            self.hdr(r.header)
+        elif self.fmt == "json":
+            self.json(r)
+        elif self.fmt == "protobuf":
+            self.w(r.SerializeToString())  # printPB in 3.4.23 is fmt.Print: bytes as they are
+        else:
+            self.unsupported()
+
+    def user_add(self, user: str, r: rpc_pb2.AuthUserAddResponse) -> None:
+        self._auth_resp(r, f"User {user} created\n")
+
+    def user_delete(self, user: str, r: rpc_pb2.AuthUserDeleteResponse) -> None:
+        self._auth_resp(r, f"User {user} deleted\n")
+
+    def user_get(self, user: str, r: rpc_pb2.AuthUserGetResponse) -> None:
+        self._auth_resp(r, f"User: {user}\nRoles:" + "".join(f" {x}" for x in r.roles) + "\n", fields=False)
+
+    def user_list(self, r: rpc_pb2.AuthUserListResponse) -> None:
+        self._auth_resp(r, "".join(f"{x}\n" for x in r.users), fields=False)
+
+    def user_change_password(self, r: rpc_pb2.AuthUserChangePasswordResponse) -> None:
+        self._auth_resp(r, "Password updated\n")
+
+    def user_grant_role(self, user: str, role: str, r: rpc_pb2.AuthUserGrantRoleResponse) -> None:
+        self._auth_resp(r, f"Role {role} is granted to user {user}\n")
+
+    def user_revoke_role(self, user: str, role: str, r: rpc_pb2.AuthUserRevokeRoleResponse) -> None:
+        self._auth_resp(r, f"Role {role} is revoked from user {user}\n")
+
+    def role_add(self, role: str, r: rpc_pb2.AuthRoleAddResponse) -> None:
+        self._auth_resp(r, f"Role {role} created\n")
+
+    def role_delete(self, role: str, r: rpc_pb2.AuthRoleDeleteResponse) -> None:
+        self._auth_resp(r, f"Role {role} deleted\n")
+
+    def role_grant_permission(self, role: str, r: rpc_pb2.AuthRoleGrantPermissionResponse) -> None:
+        self._auth_resp(r, f"Role {role} updated\n")
+
+    def role_revoke_permission(self, role: str, key: bytes, end: bytes,
+                               r: rpc_pb2.AuthRoleRevokePermissionResponse) -> None:
+        tail = b" is revoked from role " + role.encode("utf-8", "surrogateescape") + b"\n"
+        if not end:
+            text = b"Permission of key " + key + tail
+        elif end != b"\x00":
+            text = b"Permission of range [" + key + b", " + end + b")" + tail
+        else:
+            text = b"Permission of range [" + key + b", <open ended>" + tail
+        self._auth_resp(r, text)
+
+    def role_list(self, r: rpc_pb2.AuthRoleListResponse) -> None:
+        if self.fmt == "fields":
+            self.hdr(r.header)
+            self.line('"Roles" :' + "".join(f" {quote(x)}" for x in r.roles))
+            return
+        self._auth_resp(r, "".join(f"{x}\n" for x in r.roles))
+
+    def role_get(self, role: str, r: rpc_pb2.AuthRoleGetResponse) -> None:
+        from meshkit.api.authpb import auth_pb2
+        from meshkit.client.kv import prefix_end
+
+        if self.fmt == "fields":
+            self.hdr(r.header)
+            for p in r.perm:
+                try:
+                    name = auth_pb2.Permission.Type.Name(p.permType)
+                except ValueError:
+                    name = str(p.permType)
+                self.line(f'"PermType" :  {name}')
+                self.line(f'"Key" : {quote(p.key)}')
+                self.line(f'"RangeEnd" : {quote(p.range_end)}')
+            return
+        if self.fmt != "simple":
+            self._auth_resp(r, b"")
+            return
+
+        def show(p: Any) -> None:
+            if not p.range_end:
+                self.line(b"\t" + p.key)
+                return
+            if p.range_end != b"\x00":
+                self.w(b"\t[" + p.key + b", " + p.range_end + b")")
+            else:
+                self.w(b"\t[" + p.key + b", <open ended>")
+            if prefix_end(p.key) == p.range_end:
+                self.w(b" (prefix " + p.key + b")")
+            self.line()
+
+        read, write = auth_pb2.Permission.READ, auth_pb2.Permission.WRITE
+        both = auth_pb2.Permission.READWRITE
+        self.line(f"Role {role}")
+        self.line("KV Read:")
+        for p in r.perm:
+            if p.permType in (read, both):
+                show(p)
+        self.line("KV Write:")
+        for p in r.perm:
+            if p.permType in (write, both):
+                show(p)
 
     # -- table ------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ and against the real etcd started with the same certificates and flags."""
 from __future__ import annotations
 
 import subprocess
+import sys
 from pathlib import Path
 
 import grpc
@@ -36,10 +37,14 @@ def _flags(kind: str, data: Path, c: Certs, cport: int, pport: int) -> list[str]
     ]
 
 
-def _ctl(cport: int, c: Certs | None, *args: str) -> subprocess.CompletedProcess[str]:
+MESHKIT_CTL = [sys.executable, "-m", "meshkit", "ctl"]
+
+
+def _ctl(cport: int, c: Certs | None, *args: str, tool: str = "etcdctl") -> subprocess.CompletedProcess[str]:
     assert ETCDCTL is not None
     tls = ["--cacert", str(c.ca), "--cert", str(c.client_cert), "--key", str(c.client_key)] if c else []
-    return subprocess.run([ETCDCTL, "--endpoints", f"https://127.0.0.1:{cport}", "--command-timeout=5s",
+    argv0 = [ETCDCTL] if tool == "etcdctl" else MESHKIT_CTL
+    return subprocess.run([*argv0, "--endpoints", f"https://127.0.0.1:{cport}", "--command-timeout=5s",
                            "--dial-timeout=2s", *tls, *args],
                           capture_output=True, text=True, timeout=30, env={"ETCDCTL_API": "3"})
 
@@ -48,8 +53,6 @@ def _ctl(cport: int, c: Certs | None, *args: str) -> subprocess.CompletedProcess
 def test_etcdctl_over_tls_with_client_cert_auth(kind: str, certs: Certs, tmp_path: Path) -> None:
     require_reference_binaries()
     cport, pport = free_ports(2)
-    import sys
-
     argv = ([sys.executable, "-m", "meshkit", "server"] if kind == "meshkit" else [str(ETCD)])
     with open(tmp_path / "log", "wb") as log:
         proc = subprocess.Popen([*argv, *_flags(kind, tmp_path / "data", certs, cport, pport)],
@@ -69,6 +72,24 @@ def test_etcdctl_over_tls_with_client_cert_auth(kind: str, certs: Certs, tmp_pat
                                   "get", "k"], capture_output=True, text=True, timeout=30,
                                  env={"ETCDCTL_API": "3"})
         assert no_cert.returncode != 0
+        # meshkit ctl with the same TLS flags answers as etcdctl does
+        for args in (["put", "k2", "v2"], ["get", "k", "--print-value-only"], ["get", "k2", "-w", "json"]):
+            ref, ours = _ctl(cport, certs, *args), _ctl(cport, certs, *args, tool="meshkit")
+            assert ours.returncode == ref.returncode == 0, (args, ref.stderr, ours.stderr)
+            if args[-1] != "json":
+                assert ours.stdout == ref.stdout, args
+            else:  # revisions moved on by one put between the two runs
+                assert ours.stdout.split('"kvs"')[1] == ref.stdout.split('"kvs"')[1]
+        assert _ctl(cport, certs, "del", "k2", tool="meshkit").stdout == "1\n"
+        # no client certificate: refused by the server's client-cert-auth
+        ours = subprocess.run([*MESHKIT_CTL, "--endpoints", f"https://127.0.0.1:{cport}", "--cacert", str(certs.ca),
+                               "--dial-timeout=1s", "--command-timeout=2s", "get", "k"],
+                              capture_output=True, text=True, timeout=30)
+        assert ours.returncode != 0
+        # a certificate without its key is etcdctl's usage error
+        half = subprocess.run([*MESHKIT_CTL, "--endpoints", f"https://127.0.0.1:{cport}",
+                               "--cert", str(certs.client_cert), "get", "k"], capture_output=True, text=True, timeout=30)
+        assert half.returncode == 128 and "KeyFile and CertFile must both be present" in half.stderr, half
     finally:
         proc.terminate()
         proc.wait(10)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 from meshkit.api.etcdserverpb import rpc_pb2
-from meshkit.ctl.gofmt import duration, human_bytes, printf_noargs, quote
+from meshkit.ctl.gofmt import duration, human_bytes, quote
 from meshkit.ctl.printer import EpStatus, Printer
 
 # `etcdctl member list -w table` against a real etcd 3.4.23
@@ -56,4 +56,3 @@ def test_go_renderings() -> None:
     assert human_bytes(16384) == "16 kB"
     assert human_bytes(1_234_567) == "1.2 MB"
     assert human_bytes(5) == "5 B"
-    assert printf_noargs(b"100%d 5%% x%") == b"100%!d(MISSING) 5% x%!(NOVERB)"
