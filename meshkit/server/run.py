@@ -1,4 +1,5 @@
-"""``meshkit server``: run one member until SIGINT/SIGTERM."""
+"""``meshkit server``: run one member until SIGINT/SIGTERM, or until it is removed
+from the cluster (then it exits with status 0, as etcd does)."""
 
 from __future__ import annotations
 
@@ -89,10 +90,23 @@ async def serve(cfg: Any) -> None:
             loop.add_signal_handler(sig, stop.set)
     async with EmbeddedServer(settings_from_config(cfg), listen, listen_tls=listen_tls, tls=tls,
                               metrics_listen=metrics, metrics_tls=metrics_tls,
-                              client_http_listen=http_listen, client_http_listen_tls=http_listen_tls):
+                              client_http_listen=http_listen, client_http_listen_tls=http_listen_tls) as srv:
         log.info("ready to serve client requests")
-        await stop.wait()
-        log.info("received a stop signal, shutting down")
+        from meshkit.server import runtime
+
+        runtime.tune_gc()  # freeze the startup heap (the loaded store) out of GC scans
+        # Until a signal, or until this member learns it was removed from the
+        # cluster: etcd's server stops then and the process exits with status 0.
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(srv.etcd.removed.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for w in waits:
+                w.cancel()
+        if stop.is_set():
+            log.info("received a stop signal, shutting down")
+        else:
+            log.info("stopping: this member was removed from the cluster")
 
 
 def run_server(cfg: Any) -> int:

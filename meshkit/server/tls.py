@@ -3,7 +3,9 @@
 ``client_cert_common_name(context)`` is what the Auth layer uses as the user
 name of a request carrying a verified client certificate (etcd does this with
 ``--client-cert-auth``): it answers the certificate's common name, or None
-when the connection has no verified client certificate.
+when the connection has no verified client certificate. It is asked on every
+request, so until this process has made TLS server credentials (the only way
+a call can carry a verified certificate) it answers None without asking grpc.
 """
 
 from __future__ import annotations
@@ -19,6 +21,10 @@ from meshkit._internal.errors import MeshkitError
 
 class TLSConfigError(MeshkitError):
     pass
+
+
+# Set once TLSInfo.server_credentials() was called in this process.
+_tls_serving = False
 
 
 def _read(path: str, what: str) -> bytes:
@@ -53,6 +59,8 @@ class TLSInfo:
             raise TLSConfigError("; ".join(problems))
         pair = (_read(self.key_file, "key file"), _read(self.cert_file, "certificate file"))
         ca = _read(self.trusted_ca_file, "trusted CA file") if self.trusted_ca_file else None
+        global _tls_serving
+        _tls_serving = True
         return grpc.ssl_server_credentials([pair], root_certificates=ca,
                                            require_client_auth=self.client_cert_auth)
 
@@ -78,6 +86,8 @@ class TLSInfo:
 
 def client_cert_common_name(context: grpc.aio.ServicerContext) -> str | None:
     """The common name of the request's verified client certificate, if any."""
+    if not _tls_serving:
+        return None
     values = context.auth_context().get("x509_common_name")
     if not values:
         return None

@@ -111,7 +111,6 @@ class Applier:
     # ---- reads ---------------------------------------------------------------
 
     def range(self, r: pb.RangeRequest, reader: _Reader | None = None) -> pb.RangeResponse:
-        rd = reader or _Reader(self.store)
         limit = r.limit
         filtered = bool(
             r.sort_order != _RR.NONE
@@ -124,7 +123,10 @@ class Applier:
             limit = 0  # sorting and filters need the whole range first
         if limit > 0:
             limit += 1  # one extra tells whether there is more
-        res = rd.range(r.key, r.range_end, r.revision, limit)
+        if reader is None:
+            res = self.store.range(r.key, r.range_end, r.revision, limit)
+        else:
+            res = reader.range(r.key, r.range_end, r.revision, limit)
         kvs: list[KeyValue] = res.kvs
         if r.max_mod_revision:
             kvs = [kv for kv in kvs if kv.mod_revision <= r.max_mod_revision]
@@ -148,7 +150,7 @@ class Applier:
             kvs = kvs[: r.limit]
             more = True
         resp.more = more
-        resp.header.revision = res.rev if reader is None else rd.rev
+        resp.header.revision = res.rev if reader is None else reader.rev
         resp.count = res.count
         if not r.count_only:
             add = resp.kvs.add
@@ -168,31 +170,57 @@ class Applier:
 
     # ---- writes (called with committed log entries, in order) ------------------
 
+    # (try/finally rather than ``with self._write()``: a generator context
+    # manager costs more than the rest of a plain put.)
+
     def put(self, r: pb.PutRequest) -> pb.PutResponse:
-        with self._write() as txn:
-            rd = _Reader(self.store, txn)
-            self._check_put(rd, r)
-            resp = self._put(rd, r)
-        return resp
+        store = self.store
+        txn = store.write()
+        if not (r.lease or r.prev_kv or r.ignore_value or r.ignore_lease):
+            # The common put, without the reader: no lease to check or attach,
+            # nothing to read first (same result as the general path below).
+            key = r.key
+            try:
+                old = txn.put(key, r.value, 0)
+                if old is not None and old.lease and self.lessor is not None:
+                    self.lessor.detach(old.lease, key)
+            finally:
+                self._end(txn)
+            resp = pb.PutResponse()
+            resp.header.revision = txn.rev
+            return resp
+        try:
+            rd = _Reader(store, txn)
+            if r.ignore_value or r.ignore_lease or r.lease:
+                self._check_put(rd, r)
+            return self._put(rd, r)
+        finally:
+            self._end(txn)
 
     def delete_range(self, r: pb.DeleteRangeRequest) -> pb.DeleteRangeResponse:
-        with self._write() as txn:
-            rd = _Reader(self.store, txn)
-            resp = self._delete(rd, r)
-        return resp
+        store = self.store
+        txn = store.write()
+        try:
+            return self._delete(_Reader(store, txn), r)
+        finally:
+            self._end(txn)
 
     def txn(self, r: pb.TxnRequest) -> pb.TxnResponse:
         if is_txn_readonly(r):
             return self.txn_readonly(r)
-        with self._write() as txn:
-            rd = _Reader(self.store, txn)
+        store = self.store
+        txn = store.write()
+        try:
+            rd = _Reader(store, txn)
             path = self._compare_path(rd, r)
             self._check_puts(rd, r, path)
             self._check_ranges(rd, r, path)
             resp = self._new_txn_resp(r, path)
             self._exec_txn(rd, r, path, resp)
             resp.header.revision = rd.rev
-        return resp
+            return resp
+        finally:
+            self._end(txn)
 
     def compact(self, r: pb.CompactionRequest) -> pb.CompactionResponse:
         self.store.compact(r.revision)
@@ -260,9 +288,12 @@ class Applier:
         try:
             yield txn
         finally:
-            events = txn.end()
-            if events and self.on_events is not None:
-                self.on_events(txn.rev, events)
+            self._end(txn)
+
+    def _end(self, txn: TxnWrite) -> None:
+        events = txn.end()
+        if events and self.on_events is not None:
+            self.on_events(txn.rev, events)
 
     def _put(self, rd: _Reader, r: pb.PutRequest) -> pb.PutResponse:
         value, lease = r.value, r.lease

@@ -69,6 +69,11 @@ class AlarmStore:
         for key, _ in backend.bucket_items(BUCKET):
             m = pb.AlarmMember.FromString(key)
             self._alarms[(m.alarm, m.memberID)] = m
+        self._refresh()
+
+    def _refresh(self) -> None:
+        # Read for every applied request: kept as a plain attribute.
+        self._nospace = self.has(pb.NOSPACE)
 
     def get(self, alarm: int = pb.NONE) -> list[pb.AlarmMember]:
         """All alarms of one type, or every alarm for NONE (sorted; etcd's order is a map's)."""
@@ -79,7 +84,7 @@ class AlarmStore:
 
     @property
     def nospace(self) -> bool:
-        return self.has(pb.NOSPACE)
+        return self._nospace
 
     def apply(self, r: pb.AlarmRequest) -> pb.AlarmResponse:
         """etcd's applierV3backend.Alarm."""
@@ -93,10 +98,12 @@ class AlarmStore:
                 m = pb.AlarmMember(memberID=r.memberID, alarm=r.alarm)
                 self._alarms[key] = m
                 self._backend.bucket_put(BUCKET, m.SerializeToString(), b"")
+                self._refresh()
             resp.alarms.append(m)
         elif r.action == pb.AlarmRequest.DEACTIVATE:
             m = self._alarms.pop((r.alarm, r.memberID), None)
             if m is not None:
                 self._backend.bucket_delete(BUCKET, m.SerializeToString())
+                self._refresh()
                 resp.alarms.append(m)
         return resp

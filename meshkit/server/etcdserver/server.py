@@ -73,12 +73,14 @@ from meshkit.server.backend import Backend
 from meshkit.server.etcdserver import ids
 from meshkit.server.etcdserver.alarms import (
     DEFAULT_QUOTA_BYTES,
+    KV_OVERHEAD,
     AlarmStore,
     capped_refuses,
     quota_cost,
 )
 from meshkit.server.etcdserver.compactor import Compactor
 from meshkit.server.etcdserver.metrics import ServerMetrics
+from meshkit.server.etcdserver.syncer import SyncThread
 from meshkit.server.lease import (
     EXPIRY_CHECK_INTERVAL,
     LEASE_REVOKE_RATE,
@@ -128,6 +130,17 @@ MAX_LEARNERS = 1
 HEALTH_INTERVAL = 5.0
 LEARNER_READY_PERCENT = 0.9
 _CODES = {c.value[0]: c for c in grpc.StatusCode}
+# The store applier's method for each kind of request it applies.
+_APPLY: dict[str, Callable[[Applier, Any], Any]] = {
+    "put": Applier.put,
+    "delete_range": Applier.delete_range,
+    "txn": Applier.txn,
+    "compaction": Applier.compact,
+    "lease_grant": Applier.lease_grant,
+    "lease_revoke": Applier.lease_revoke,
+    "lease_expire": Applier.lease_expire,
+    "lease_checkpoint": Applier.lease_checkpoint,
+}
 
 
 @dataclass(frozen=True)
@@ -270,6 +283,10 @@ class EtcdServer:
         self._read_ready: list[tuple[int, list[tuple[asyncio.Future[None], float]]]] = []
         self._read_seq = 0
         self._removed = False
+        # Set once this member knows it was removed from the cluster (it applied
+        # its removal, or a peer refused it): `meshkit server` then exits 0, as etcd.
+        self.removed = asyncio.Event()
+        self._removed_ids: set[int] | None = None  # members removed, loaded lazily
         self._publish_needed = False
         self._conf_lock = asyncio.Lock()
         self.clock: Clock = clock or RealClock()
@@ -284,6 +301,11 @@ class EtcdServer:
         self.committed_index = 0
         self._snapshot_index = 0
         self._waiters: dict[int, _Waiter] = {}
+        # This member's proposals in flight by their entry bytes: applying one
+        # of them uses the request object it was made from instead of parsing
+        # the entry again (the bytes object itself comes back from the log).
+        self._mine: dict[bytes, _Waiter] = {}
+        self._syncer: SyncThread | None = None
         self._next_id = self._rand.getrandbits(40) << 16
         self._proposals: list[tuple[int, bytes]] = []
         self._wake = asyncio.Event()
@@ -360,6 +382,7 @@ class EtcdServer:
             # A lone voter needs no election timeout to know it wins.
             self.node.campaign()
         loop = asyncio.get_running_loop()
+        self._syncer = SyncThread(self._timed_wal_sync, loop)
         self._tasks = [
             loop.create_task(self._raft_loop(), name="raft-loop"),
             loop.create_task(self._ticker(), name="raft-ticker"),
@@ -531,6 +554,9 @@ class EtcdServer:
         for t in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
+        if self._syncer is not None:
+            # (the raft loop is gone: no fsync is awaited any more)
+            self._syncer.close()
         with contextlib.suppress(Exception):
             await self.transport.close()
         for w in self._waiters.values():
@@ -657,6 +683,18 @@ class EtcdServer:
             self._actions.append(lambda: self.node.report_snapshot(member_id, failed))
             self._wake.set()
 
+    def member_removed(self, member_id: int) -> bool:
+        """Whether ``member_id`` was removed from the cluster (etcd's IsIDRemoved):
+        the transport refuses its messages, which tells it."""
+        if self._removed_ids is None:
+            self._removed_ids = {struct.unpack(">Q", k)[0] for k, _ in self.backend.bucket_items("members_removed")}
+        return member_id in self._removed_ids
+
+    def report_removed(self, by: int) -> None:
+        """Peer ``by`` refused this member's messages: it was removed from the cluster."""
+        if not self._closing:
+            self._mark_removed()
+
     async def handle_call(self, req: rpb.PeerRequest) -> rpb.PeerResponse:
         """A request another member forwarded to this one."""
         kind = req.WhichOneof("request")
@@ -720,30 +758,35 @@ class EtcdServer:
             raise StoppedError()
         if self._removed:
             raise MemberRemovedError()
-        quota = self.settings.quota_backend_bytes
-        if quota > 0:
+        settings = self.settings
+        rid = self._next_id
+        self._next_id = rid + 1
+        req.header.id = rid
+        data = req.SerializeToString()
+        quota = settings.quota_backend_bytes
+        # What a request may add (quota_cost) is its keys and values plus
+        # KV_OVERHEAD per put, and each put takes at least 4 bytes of the
+        # request: only a backend that close to the quota needs the exact cost.
+        if quota > 0 and self.db_size + KV_OVERHEAD + (KV_OVERHEAD // 4 + 1) * len(data) >= quota:
             cost = quota_cost(req)
             # etcd's quotaKVServer/quotaLeaseServer: a request that would grow the
             # backend past the quota raises NOSPACE (cluster-wide, via the log).
             if cost and self.db_size + cost >= quota:
                 await self._raise_nospace()
                 raise NoSpaceError()
-        rid = self._next_id
-        self._next_id += 1
-        req.header.id = rid
-        data = req.SerializeToString()
-        if len(data) > self.settings.max_request_bytes:
+        if len(data) > settings.max_request_bytes:
             raise RequestTooLargeError()
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[Any] = loop.create_future()
         # No timer per request: the ticker fails the overdue ones (_expire_waiters).
-        self._waiters[rid] = _Waiter(fut, req, loop.time() + REQUEST_TIMEOUT)
+        self._waiters[rid] = self._mine[data] = _Waiter(fut, req, loop.time() + REQUEST_TIMEOUT)
         self._proposals.append((rid, data))
         self._wake.set()
         try:
             return await fut
         finally:
             self._waiters.pop(rid, None)
+            self._mine.pop(data, None)
 
     async def _raise_nospace(self) -> None:
         if self.alarms.nospace:
@@ -854,32 +897,83 @@ class EtcdServer:
         me = self.members.get(self.member_id)
         return bool(me is not None and me.is_learner)
 
-    def _started_since(self, member_id: int) -> bool:
-        return member_id == self.member_id or self.transport.active_since(member_id) is not None
+    # etcd 3.4's strict reconfiguration check (--strict-reconfig-check): "started"
+    # members are those that published their name (membership.Member.IsStarted),
+    # "connected" ones those the transport has had active since a time
+    # (etcdserver/util.go), HEALTH_INTERVAL (5 s) ago for the health rules.
 
-    def _check_quorum_after(self, voters: set[int]) -> None:
-        """etcd's strict reconfiguration check: the voters that would remain must
-        have a quorum of members this one is connected to."""
+    def _voting_members(self) -> list[MemberInfo]:
+        return [m for m in self.members.values() if not m.is_learner]
+
+    def _connected_since(self, member_id: int, since: float) -> bool:
+        """etcd's isConnectedSince: active since before ``since``."""
+        t = self.transport.active_since(member_id)
+        return t is not None and t < since
+
+    def _num_connected_since(self, since: float, members: list[MemberInfo]) -> int:
+        """etcd's numConnectedSince (this member counts as connected)."""
+        return sum(1 for m in members if m.id == self.member_id or self._connected_since(m.id, since))
+
+    def _health_since(self) -> float:
+        return asyncio.get_running_loop().time() - HEALTH_INTERVAL
+
+    def _may_add_member(self, is_learner: bool) -> None:
+        """etcd's mayAddMember: IsReadyToAddVotingMember, then isConnectedFullySince."""
         if not self.settings.strict_reconfig_check:
             return
-        started = sum(1 for v in voters if self._started_since(v))
-        if started < len(voters) // 2 + 1:
+        voters = self._voting_members()
+        if not is_learner:
+            nmembers = 1 + len(voters)
+            nstarted = sum(1 for m in voters if m.name)
+            # (1 started of 2: adding a member to a one-member cluster to restore it)
+            if not (nstarted == 1 and nmembers == 2) and nstarted < nmembers // 2 + 1:
+                log.warning("rejecting member add; started member will be less than quorum")
+                raise MemberNotEnoughStartedError()
+        if self._num_connected_since(self._health_since(), voters) != len(voters):
+            log.warning("rejecting member add; not connected to every voting member for %.0fs",
+                        HEALTH_INTERVAL)
+            raise UnhealthyError()
+
+    def _may_remove_member(self, member_id: int) -> None:
+        """etcd's mayRemoveMember."""
+        if not self.settings.strict_reconfig_check:
+            return
+        m = self.members.get(member_id)
+        if m is not None and m.is_learner:
+            return  # no quorum to protect
+        others = [v for v in self._voting_members() if v.id != member_id]
+        if sum(1 for v in others if v.name) < len(others) // 2 + 1:
+            log.warning("rejecting member remove; started member will be less than quorum")
+            raise MemberNotEnoughStartedError()
+        if member_id != self.member_id and self.transport.active_since(member_id) is None:
+            return  # a member that is down is not part of the active quorum
+        voters = self._voting_members()
+        active = self._num_connected_since(self._health_since(), voters)
+        if active - 1 < 1 + (len(voters) - 1) // 2:
+            log.warning("rejecting member remove; reconfigure breaks active quorum (%d active peers)", active)
+            raise UnhealthyError()
+
+    def _may_promote_member(self) -> None:
+        """etcd's IsReadyToPromoteMember (after the leader's learner-ready check)."""
+        if not self.settings.strict_reconfig_check:
+            return
+        voters = self._voting_members()
+        # the learner counts for the future quorum, and as started
+        nmembers = 1 + len(voters)
+        nstarted = 1 + sum(1 for m in voters if m.name)
+        if nstarted < nmembers // 2 + 1:
+            log.warning("rejecting member promote; started member will be less than quorum")
             raise MemberNotEnoughStartedError()
 
-    def _check_connected_fully(self) -> None:
-        """etcd's isConnectedFullySince: every voter connected for HEALTH_INTERVAL."""
-        if not self.settings.strict_reconfig_check:
+    def _mark_removed(self) -> None:
+        """This member was removed from the cluster: refuse requests from now on and
+        tell whoever awaits ``removed`` (`meshkit server` stops, as etcd's server does)."""
+        if self.removed.is_set():
             return
-        since = asyncio.get_running_loop().time() - HEALTH_INTERVAL
-        for v in self._voters():
-            if v == self.member_id:
-                continue
-            t = self.transport.active_since(v)
-            if t is None or t > since:
-                raise UnhealthyError()
-
-    def _voters(self) -> set[int]:
-        return {m.id for m in self.members.values() if not m.is_learner}
+        self._removed = True
+        log.error("the member has been permanently removed from the cluster")
+        log.info("the data-dir used by this member must be removed.")
+        self.removed.set()
 
     async def member_add(self, peer_urls: list[str], is_learner: bool) -> tuple[MemberInfo, list[MemberInfo]]:
         for u in peer_urls:
@@ -889,22 +983,18 @@ class EtcdServer:
             raise MemberBadURLsError()
         mid = ids.member_id(peer_urls, f"{self.settings.initial_cluster_token}{time.time_ns()}")
         m = MemberInfo(mid, "", tuple(peer_urls), (), is_learner)
-        if is_learner:
-            if sum(1 for x in self.members.values() if x.is_learner) >= MAX_LEARNERS:
-                raise TooManyLearnersError()
-        else:
-            self._check_quorum_after(self._voters() | {mid})
-        self._check_connected_fully()
+        self._may_add_member(is_learner)
+        # (etcd checks this when the change is applied, after the checks above)
+        if is_learner and sum(1 for x in self.members.values() if x.is_learner) >= MAX_LEARNERS:
+            raise TooManyLearnersError()
         cc_type = ConfChangeType.ADD_LEARNER_NODE if is_learner else ConfChangeType.ADD_NODE
         members = await self._propose_conf_change(cc_type, mid, member_to_json(m))
         return m, members
 
     async def member_remove(self, member_id: int) -> list[MemberInfo]:
-        m = self.members.get(member_id)
-        if m is None:
+        self._may_remove_member(member_id)
+        if member_id not in self.members:
             raise MemberNotFoundError()
-        if not m.is_learner:
-            self._check_quorum_after(self._voters() - {member_id})
         return await self._propose_conf_change(ConfChangeType.REMOVE_NODE, member_id, None)
 
     async def member_update(self, member_id: int, peer_urls: list[str]) -> list[MemberInfo]:
@@ -920,16 +1010,30 @@ class EtcdServer:
         if not self.is_leader():
             resp = await self._call_leader(rpb.PeerRequest(promote=rpb.PromoteRequest(id=member_id)))
             if resp is not None:
+                # The leader applied the promotion; answer once this member has too
+                # (etcd's follower answers with the leader's member list).
+                loop = asyncio.get_running_loop()
+                deadline = loop.time() + REQUEST_TIMEOUT
+                while (p := self.members.get(member_id)) is not None and p.is_learner:
+                    left = deadline - loop.time()
+                    if left <= 0 or self._closing:
+                        break
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._lease_applied.wait(), left)
                 return sorted(self.members.values(), key=lambda m: m.id)
         m = self.members.get(member_id)
         if m is None:
             raise MemberNotFoundError()
         if not m.is_learner:
             raise MemberNotLearnerError()
-        pr = self.node.status().progress.get(member_id)
-        if pr is None or pr.match < self.committed_index * LEARNER_READY_PERCENT:
+        progress = self.node.status().progress
+        pr = progress.get(member_id)
+        mine = progress.get(self.member_id)
+        # etcd's isLearnerReady: the learner's match against the leader's own
+        leader_match = mine.match if mine is not None else self.committed_index
+        if pr is None or pr.match < leader_match * LEARNER_READY_PERCENT:
             raise LearnerNotReadyError()
-        self._check_quorum_after(self._voters() | {member_id})
+        self._may_promote_member()
         promoted = MemberInfo(m.id, m.name, m.peer_urls, m.client_urls, False)
         return await self._propose_conf_change(ConfChangeType.ADD_NODE, member_id, member_to_json(promoted))
 
@@ -1044,10 +1148,11 @@ class EtcdServer:
                 if rd.hard_state is not None or rd.entries:
                     self.wal.save(rd.hard_state, rd.entries)
                     if rd.must_sync:
-                        # In a worker thread so requests keep flowing into the next
+                        # In the sync thread so requests keep flowing into the next
                         # batch meanwhile; an inline fsync measured better at one
                         # client but halved throughput at 16-64 (batches shrink).
-                        await asyncio.to_thread(self._timed_wal_sync)
+                        assert self._syncer is not None
+                        await self._syncer.sync()
                 if rd.entries:
                     self.storage.append(rd.entries)
                 if rd.hard_state is not None:
@@ -1183,9 +1288,10 @@ class EtcdServer:
         for mid in set(self.members) - set(members):
             if mid != self.member_id:
                 self.transport.remove_peer(mid)
+        self._removed_ids = None  # (the db's members_removed, read again when asked)
         if self.member_id not in members:
-            self._removed = True
             log.warning("this member (%x) is not in the snapshot's membership: removed", self.member_id)
+            self._mark_removed()
         elif me is not None:
             new = members[self.member_id]
             members[self.member_id] = MemberInfo(new.id, me.name, new.peer_urls, me.client_urls,
@@ -1240,34 +1346,46 @@ class EtcdServer:
 
     def _apply(self, entries: list[Any]) -> None:
         applier = self.applier
+        mine = self._mine
+        applied = self.applied_index
         for e in entries:
-            if e.index <= self.applied_index:
+            if e.index <= applied:
                 continue
+            data = e.data
             if e.type == EntryType.CONF_CHANGE:
-                self._apply_conf_change(ConfChange.decode(e.data))
+                self._apply_conf_change(ConfChange.decode(data))
                 self._single_voter_cache = None
-            elif not e.data:
+            elif not data:
                 # The new leader's empty entry: promote the lessor once this
                 # member has applied the previous terms (etcd: Promote(electionTimeout)).
                 if self.is_leader():
                     self.lessor.promote(self.settings.election_ms / 1000.0)
             else:
-                req = ipb.InternalRequest.FromString(e.data)
-                waiter = self._waiters.get(req.header.id)
+                waiter = mine.pop(data, None)
+                if waiter is not None:
+                    # Proposed here: the request these very bytes were made from.
+                    req = waiter.request
+                else:
+                    req = ipb.InternalRequest.FromString(data)
+                    waiter = self._waiters.get(req.header.id)
                 try:
                     kind = req.WhichOneof("request")
-                    if kind == "member_attr":
+                    apply = _APPLY.get(kind)  # type: ignore[arg-type]
+                    if apply is not None and not self.alarms.nospace and not self.auth.enabled:
+                        # The common case: a store request, no alarm, auth off.
+                        result: Any = apply(applier, getattr(req, kind))  # type: ignore[arg-type]
+                    elif kind == "member_attr":
                         self._apply_member_attr(req.member_attr)
-                        result: Any = None
+                        result = None
                     elif kind == "alarm":
                         result = self.alarms.apply(req.alarm)
                     elif self.alarms.nospace and capped_refuses(req):
                         raise NoSpaceError()  # etcd's capped applier
                     else:
                         # etcd's auth applier: the header's user, in log order.
-                        check_request(self.auth, req, kind, self.lessor)
+                        check_request(self.auth, req, kind, self.lessor)  # type: ignore[arg-type]
                         if kind in AUTH_KINDS:
-                            result = apply_auth(self.auth, req, kind, e.index)
+                            result = apply_auth(self.auth, req, kind, e.index)  # type: ignore[arg-type]
                         else:
                             result = self._dispatch(applier, req)
                 except EtcdError as err:
@@ -1276,8 +1394,8 @@ class EtcdServer:
                 else:
                     if waiter is not None and not waiter.future.done():
                         waiter.future.set_result(result)
-            self.applied_index = e.index
-        self.store.set_consistent_index(self.applied_index)
+            self.applied_index = applied = e.index
+        self.store.set_consistent_index(applied)
         for hook in self._apply_hooks:
             hook()
 
@@ -1325,10 +1443,15 @@ class EtcdServer:
         if ctx:
             if t == ConfChangeType.REMOVE_NODE:
                 self.members.pop(cc.node_id, None)
-                self.backend.bucket_delete("members", struct.pack(">Q", cc.node_id))
+                key = struct.pack(">Q", cc.node_id)
+                self.backend.bucket_delete("members", key)
+                # (etcd's members_removed bucket: its traffic is refused from now on)
+                self.backend.bucket_put("members_removed", key, b"removed")
+                if self._removed_ids is not None:
+                    self._removed_ids.add(cc.node_id)
                 if cc.node_id == self.member_id:
-                    self._removed = True
                     log.warning("this member (%x) was removed from the cluster", self.member_id)
+                    self._mark_removed()
                 else:
                     self.transport.remove_peer(cc.node_id)
             elif member is not None:
@@ -1346,23 +1469,10 @@ class EtcdServer:
     @staticmethod
     def _dispatch(applier: Applier, req: ipb.InternalRequest) -> Any:
         kind = req.WhichOneof("request")
-        if kind == "put":
-            return applier.put(req.put)
-        if kind == "delete_range":
-            return applier.delete_range(req.delete_range)
-        if kind == "txn":
-            return applier.txn(req.txn)
-        if kind == "compaction":
-            return applier.compact(req.compaction)
-        if kind == "lease_grant":
-            return applier.lease_grant(req.lease_grant)
-        if kind == "lease_revoke":
-            return applier.lease_revoke(req.lease_revoke)
-        if kind == "lease_expire":
-            return applier.lease_expire(req.lease_expire)
-        if kind == "lease_checkpoint":
-            return applier.lease_checkpoint(req.lease_checkpoint)
-        raise NotImplementedError(f"applying {kind!r} requests is not implemented yet")
+        apply = _APPLY.get(kind)  # type: ignore[arg-type]
+        if apply is None:
+            raise NotImplementedError(f"applying {kind!r} requests is not implemented yet")
+        return apply(applier, getattr(req, kind))  # type: ignore[arg-type]
 
     def _maybe_commit_backend(self) -> None:
         now = time.monotonic()

@@ -535,7 +535,7 @@ class WatchableStore:
     def notify(self, rev: int, events: list[Event]) -> None:
         """Called by the applier with the events of one write txn (revision ``rev``)."""
         synced = self.synced
-        if not synced:
+        if not synced._all:  # (no watcher: the common case on the write path)
             return
         batches = synced.batches([WatchEvent(ev, ev.prev_kv) for ev in events])
         if not batches:

@@ -2,13 +2,16 @@
 
 * :class:`GrpcTransport` — between processes, on the peer URLs: gRPC (HTTP/2)
   service ``meshkitpb.Peer``; one sender task per peer batches every queued
-  message into one RPC; a receiver refuses members of another cluster.
+  message into one RPC; a prober keeps each peer's ``active_since`` current; a
+  receiver refuses members of another cluster and removed members.
 * :class:`MemoryNetwork` / :class:`MemoryTransport` — in-process, with faults
   injected for tests: drop rate, delay, partitions, isolated members.
 """
 
 from meshkit.server.transport.base import (
+    MEMBER_REMOVED,
     ClusterMismatchError,
+    MemberGoneError,
     PeerHandler,
     PeerUnreachableError,
     Transport,
@@ -17,8 +20,10 @@ from meshkit.server.transport.memory import MemoryNetwork, MemoryTransport
 from meshkit.server.transport.peer_grpc import GrpcTransport
 
 __all__ = [
+    "MEMBER_REMOVED",
     "ClusterMismatchError",
     "GrpcTransport",
+    "MemberGoneError",
     "MemoryNetwork",
     "MemoryTransport",
     "PeerHandler",

@@ -14,6 +14,9 @@ from meshkit.server.raft import Message
 MAX_PENDING_MESSAGES = 4096
 # At most this many messages go in one batch (one peer RPC).
 MAX_BATCH_MESSAGES = 512
+# etcd's rafthttp errMemberRemoved: what a peer answers (HTTP 410 Gone there) to
+# the traffic of a member that was removed from the cluster.
+MEMBER_REMOVED = "the member has been permanently removed from the cluster"
 
 
 class PeerUnreachableError(MeshkitError):
@@ -22,6 +25,10 @@ class PeerUnreachableError(MeshkitError):
 
 class ClusterMismatchError(MeshkitError):
     """A peer belongs to another cluster (another cluster id or member id)."""
+
+
+class MemberGoneError(PeerUnreachableError):
+    """A peer refused this member: it was removed from the cluster (etcd: 410 Gone)."""
 
 
 class PeerHandler(Protocol):
@@ -43,6 +50,13 @@ class PeerHandler(Protocol):
     def report_unreachable(self, member_id: int) -> None: ...
 
     def report_snapshot(self, member_id: int, failed: bool) -> None: ...
+
+    def member_removed(self, member_id: int) -> bool:
+        """Whether ``member_id`` was removed from the cluster: its messages are refused."""
+        ...
+
+    def report_removed(self, by: int) -> None:
+        """Peer ``by`` refused this member's messages: this member was removed."""
 
 
 class Transport(Protocol):
@@ -67,7 +81,9 @@ class Transport(Protocol):
         ...
 
     def active_since(self, member_id: int) -> float | None:
-        """Event-loop time since which the peer answers continuously; None if it does not."""
+        """Event-loop time since which the peer answers continuously; None if it does
+        not (etcd's Transporter.ActiveSince). Kept up to date whether or not Raft has
+        anything to send the peer, as etcd's streams to every peer are."""
         ...
 
     async def fetch_members(self, urls: Sequence[str], req: rpb.PeerRequest,

@@ -7,7 +7,9 @@
 (one direction), ``heal()``. Messages are encoded and decoded like on the
 wire, so nothing is shared between members. A message on a cut link, or to a
 member that is not running, reports the peer unreachable to the sender (as a
-failed connection does); a randomly dropped one is lost silently.
+failed connection does); a randomly dropped one is lost silently. A member
+refuses the messages of a member it knows was removed, and the sender hears
+of it (``report_removed``), as over gRPC.
 """
 
 from __future__ import annotations
@@ -18,7 +20,12 @@ from collections.abc import Iterable, Sequence
 
 from meshkit.api.meshkitpb import raft_pb2 as rpb
 from meshkit.server.raft import Message, MessageType
-from meshkit.server.transport.base import PeerHandler, PeerUnreachableError
+from meshkit.server.transport.base import (
+    MEMBER_REMOVED,
+    MemberGoneError,
+    PeerHandler,
+    PeerUnreachableError,
+)
 from meshkit.server.transport.codec import decode, encode
 
 
@@ -107,6 +114,11 @@ class MemoryNetwork:
         if target is None or not self.linked(sender.member_id, to):
             self.dropped += len(wire)
             return
+        if target.member_removed(sender.member_id):
+            self.dropped += len(wire)
+            if self._members.get(sender.member_id) is sender:
+                sender.report_removed(to)
+            return
         msgs = [decode(rpb.RaftMessage.FromString(b)) for b in wire]
         self.delivered += len(msgs)
         target.receive(msgs)
@@ -118,6 +130,8 @@ class MemoryNetwork:
         target = self._members.get(to)
         if target is None or not self.linked(frm, to) or (frm and not self.linked(to, frm)):
             raise PeerUnreachableError(f"member {to:x} is unreachable")
+        if frm and target.member_removed(frm):
+            raise MemberGoneError(MEMBER_REMOVED)
         return await target.handle_call(rpb.PeerRequest.FromString(req.SerializeToString()))
 
 
@@ -162,12 +176,16 @@ class MemoryTransport:
     def active_since(self, member_id: int) -> float | None:
         me = self.handler.member_id
         if self.network.linked(me, member_id) and self.network.linked(member_id, me):
-            return 0.0
+            return float("-inf")  # connected "forever": reconfiguration is never held back
         return None
 
     async def call(self, to: int, req: rpb.PeerRequest, timeout: float) -> rpb.PeerResponse:  # noqa: ASYNC109
         self._fill_header(req, to)
-        return await asyncio.wait_for(self.network._call(self.handler.member_id, to, req), timeout)
+        try:
+            return await asyncio.wait_for(self.network._call(self.handler.member_id, to, req), timeout)
+        except MemberGoneError:
+            self.handler.report_removed(to)
+            raise
 
     async def fetch_members(self, urls: Sequence[str], req: rpb.PeerRequest,
                             timeout: float) -> rpb.PeerResponse:  # noqa: ASYNC109

@@ -7,8 +7,19 @@ task: it takes everything queued for that peer, sends it as one batch, and
 waits for the answer before the next batch, so batches grow with load while
 the number of RPCs does not. A failed send reports the peer unreachable to
 the driver (and a failed snapshot as failed); the messages are dropped, Raft
-resends what matters. Channels are insecure today; ``channel_credentials`` /
-``server_credentials`` are where TLS plugs in.
+resends what matters. https peer URLs are dialed with the member's peer TLS.
+
+Connectivity (``active_since``, etcd's ``Transporter.ActiveSince``): etcd keeps
+streams open to every peer, so a follower knows the other followers are up
+although Raft sends them nothing. Here each peer also has a prober: when no
+RPC to the peer was answered for ``probe_interval``, it sends an empty batch;
+an answer marks the peer active (since then), a failure inactive. A batch
+arriving from an inactive peer probes it at once.
+
+Removed members: a receiver refuses the traffic of a member its driver knows
+was removed (FAILED_PRECONDITION with etcd's text "the member has been
+permanently removed from the cluster", where etcd answers 410 Gone); the
+sender recognises that answer and tells its driver (``report_removed``).
 """
 
 from __future__ import annotations
@@ -28,7 +39,9 @@ from meshkit.server.tls import TLSInfo
 from meshkit.server.transport.base import (
     MAX_BATCH_MESSAGES,
     MAX_PENDING_MESSAGES,
+    MEMBER_REMOVED,
     ClusterMismatchError,
+    MemberGoneError,
     PeerHandler,
     PeerUnreachableError,
 )
@@ -41,6 +54,8 @@ _SEND = f"/{SERVICE}/Send"
 _CALL = f"/{SERVICE}/Call"
 CLUSTER_MISMATCH = "cluster ID mismatch"
 MEMBER_MISMATCH = "member ID mismatch"
+# A peer no RPC was answered by for this long is probed (an empty batch).
+PROBE_INTERVAL = 0.25
 _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
@@ -74,6 +89,8 @@ class _Peer:
         self.queue: list[Message] = []
         self.wake = asyncio.Event()
         self.active_since: float | None = None
+        self.last_ok = 0.0  # loop time of the last answered RPC
+        self.probe_now = asyncio.Event()
         self.mismatch_logged = False
         self.channel = _channel(owner, self.urls[0])
         self.send_rpc = self.channel.unary_unary(
@@ -84,13 +101,23 @@ class _Peer:
             _CALL, request_serializer=rpb.PeerRequest.SerializeToString,
             response_deserializer=rpb.PeerResponse.FromString,
         )
-        self.task = asyncio.get_running_loop().create_task(self._run(), name=f"peer-{member_id:x}")
+        loop = asyncio.get_running_loop()
+        self.task = loop.create_task(self._run(), name=f"peer-{member_id:x}")
+        self.probe_task = loop.create_task(self._probe(), name=f"peer-probe-{member_id:x}")
 
     async def close(self) -> None:
-        self.task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self.task
+        for t in (self.task, self.probe_task):
+            t.cancel()
+        for t in (self.task, self.probe_task):
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
         await self.channel.close(None)
+
+    def _header(self, req: rpb.RaftBatch) -> None:
+        handler = self.owner.handler
+        req.header.cluster_id = handler.cluster_id
+        req.header.frm = handler.member_id
+        req.header.to = self.id
 
     def enqueue(self, m: Message) -> bool:
         if len(self.queue) >= MAX_PENDING_MESSAGES:
@@ -109,9 +136,7 @@ class _Peer:
                 batch = self.queue[:MAX_BATCH_MESSAGES]
                 del self.queue[:MAX_BATCH_MESSAGES]
                 req = rpb.RaftBatch()
-                req.header.cluster_id = handler.cluster_id
-                req.header.frm = handler.member_id
-                req.header.to = self.id
+                self._header(req)
                 for m in batch:
                     encode(m, req.messages.add())
                 has_snap = any(m.type == MessageType.MsgSnap for m in batch)
@@ -125,33 +150,70 @@ class _Peer:
                             handler.report_snapshot(self.id, True)
                     handler.report_unreachable(self.id)
                     continue
-                if self.active_since is None:
-                    self.active_since = loop.time()
-                    self.mismatch_logged = False
+                self._answered(loop.time())
                 for m in batch:
                     if m.type == MessageType.MsgSnap:
                         handler.report_snapshot(self.id, False)
 
-    def _failed(self, e: grpc.aio.AioRpcError) -> None:
+    async def _probe(self) -> None:
+        """Keep ``active_since`` current while Raft sends the peer nothing."""
+        loop = asyncio.get_running_loop()
+        interval = self.owner.probe_interval
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(interval):
+                    await self.probe_now.wait()
+            self.probe_now.clear()
+            if self.active_since is not None and loop.time() - self.last_ok < interval:
+                continue  # Raft traffic was answered meanwhile
+            req = rpb.RaftBatch()
+            self._header(req)
+            try:
+                await self.send_rpc(req, timeout=self.owner.send_timeout)
+            except grpc.aio.AioRpcError as e:
+                if self._failed(e):
+                    return
+                continue
+            self._answered(loop.time())
+
+    def _answered(self, now: float) -> None:
+        self.last_ok = now
+        if self.active_since is None:
+            self.active_since = now
+            self.mismatch_logged = False
+            log.info("peer %x became active", self.id)
+
+    def _failed(self, e: grpc.aio.AioRpcError) -> bool:
+        """An RPC to the peer failed; True if it refused us as a removed member."""
+        if self.active_since is not None:
+            log.info("peer %x became inactive (message send to peer failed)", self.id)
         self.active_since = None
         details = e.details() or ""
+        if e.code() == grpc.StatusCode.FAILED_PRECONDITION and details == MEMBER_REMOVED:
+            self.owner._refused_as_removed(self.id)
+            return True
         if e.code() == grpc.StatusCode.FAILED_PRECONDITION and not self.mismatch_logged:
             self.mismatch_logged = True
             log.error("peer %x at %s refused us: %s", self.id, ",".join(self.urls), details)
+        return False
 
 
 class GrpcTransport:
     """``meshkitpb.Peer`` over gRPC on the given listen addresses."""
 
     def __init__(self, listen: Sequence[tuple[str, int]], *, send_timeout: float = 5.0,
-                 snapshot_timeout: float = 60.0, tls: TLSInfo | None = None) -> None:
+                 snapshot_timeout: float = 60.0, tls: TLSInfo | None = None,
+                 probe_interval: float = PROBE_INTERVAL) -> None:
         self.listen = list(listen)
         # --peer-cert-file etc.: the listener serves TLS and https peers are dialed with it
         self.tls = tls if tls is not None and not tls.empty else None
         self.ports: list[int] = []
         self.send_timeout = send_timeout
         self.snapshot_timeout = snapshot_timeout
+        self.probe_interval = probe_interval
         self._peers: dict[int, _Peer] = {}
+        self._removed_reported = False
+        self._refused_logged: set[int] = set()  # removed members whose traffic was refused
         self._server: grpc.aio.Server | None = None
         self._handler: PeerHandler | None = None
         self._closed = False
@@ -246,6 +308,9 @@ class GrpcTransport:
         try:
             resp: rpb.PeerResponse = await p.call_rpc(req, timeout=timeout)
         except grpc.aio.AioRpcError as e:
+            if e.code() == grpc.StatusCode.FAILED_PRECONDITION and e.details() == MEMBER_REMOVED:
+                self._refused_as_removed(to)
+                raise MemberGoneError(MEMBER_REMOVED) from e
             raise PeerUnreachableError(f"member {to:x}: {e.details()}") from e
         return resp
 
@@ -268,6 +333,14 @@ class GrpcTransport:
         req.header.frm = self.handler.member_id
         req.header.to = to
 
+    def _refused_as_removed(self, by: int) -> None:
+        """Peer ``by`` answered that this member was removed: tell the driver (once)."""
+        if self._removed_reported or self._closed:
+            return
+        self._removed_reported = True
+        log.error("peer %x refused our messages (%s)", by, MEMBER_REMOVED)
+        self.handler.report_removed(by)
+
     # ---- receiving --------------------------------------------------------------
 
     def _check(self, h: rpb.PeerHeader) -> str | None:
@@ -277,14 +350,24 @@ class GrpcTransport:
                     f"the sender {h.frm:x} in cluster {h.cluster_id:x}")
         if h.to and h.to != me.member_id:
             return f"{MEMBER_MISMATCH}: this is member {me.member_id:x}, not {h.to:x}"
+        if h.frm and me.member_removed(h.frm):
+            if h.frm not in self._refused_logged:
+                self._refused_logged.add(h.frm)
+                log.warning("rejected the messages from peer %x since it was removed", h.frm)
+            return MEMBER_REMOVED
         return None
 
     async def _on_send(self, req: rpb.RaftBatch, context: grpc.aio.ServicerContext) -> rpb.RaftBatchAck:
         problem = self._check(req.header)
         if problem is not None:
-            log.error("refused raft messages: %s", problem)
+            if problem != MEMBER_REMOVED:
+                log.error("refused raft messages: %s", problem)
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, problem)
-        self.handler.receive([decode(m) for m in req.messages])
+        p = self._peers.get(req.header.frm)
+        if p is not None and p.active_since is None:
+            p.probe_now.set()  # the peer reaches us: see whether we reach it
+        if req.messages:  # (an empty batch is a probe)
+            self.handler.receive([decode(m) for m in req.messages])
         return rpb.RaftBatchAck()
 
     async def _on_call(self, req: rpb.PeerRequest, context: grpc.aio.ServicerContext) -> rpb.PeerResponse:
@@ -297,4 +380,4 @@ class GrpcTransport:
         return await self.handler.handle_call(req)
 
 
-__all__ = ["CLUSTER_MISMATCH", "ClusterMismatchError", "GrpcTransport", "url_target"]
+__all__ = ["CLUSTER_MISMATCH", "PROBE_INTERVAL", "ClusterMismatchError", "GrpcTransport", "url_target"]

@@ -253,10 +253,14 @@ class _FakeCall:
         return {"x509_common_name": [self._cn]} if self._cn else {}
 
 
-async def test_client_certificate_common_name_is_the_user(tmp_path: Path) -> None:
+async def test_client_certificate_common_name_is_the_user(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from meshkit.server import tls
     from meshkit.server.api.authctx import auth_info
     from meshkit.server.auth import AuthInfo
 
+    # The fake calls stand for TLS connections: certificates are only looked
+    # at once this process serves TLS.
+    monkeypatch.setattr(tls, "_tls_serving", True)
     async with serve(tmp_path / "m") as c:
         await setup_auth(c)
         s = c.srv.etcd

@@ -211,13 +211,13 @@ async def test_add_a_member_and_remove_the_leader_under_load(tmp_path: Path) -> 
         async with Load(_groups(p, first), clients=6, duration=60, max_ops=20000, seed=4) as load:
             await load.wait_acked(100, after=0, limit=20)
             # MemberAdd, then the new member starts with --initial-cluster-state existing.
-            # Asked of the leader: a meshkit follower counts only the peers it has sent
-            # Raft messages to as started (transport active_since), so it refuses
-            # reconfiguration that etcd's followers accept (reported, not this test's topic).
+            # Asked of a follower, as etcd's followers accept it (they are connected
+            # to every peer, and the change goes to the leader through Raft).
             p.add_name("p3")
             peer = f"http://127.0.0.1:{p.pport['p3']}"
             lead = await p.leader(among=first)
-            members = await _reconfigure(p, lead, "MemberAdd", pb.MemberAddRequest(peerURLs=[peer]),
+            follower = next(n for n in first if n != lead)
+            members = await _reconfigure(p, follower, "MemberAdd", pb.MemberAddRequest(peerURLs=[peer]),
                                          lambda ms: any(peer in m.peerURLs for m in ms))
             added = next(m for m in members if peer in m.peerURLs)
             assert not added.isLearner and len(members) == 4
@@ -321,13 +321,11 @@ async def test_restarted_follower_behind_the_log_catches_up_by_snapshot_under_lo
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.xfail(strict=True, reason=(
-    "etcd 3.4's removed member exits (status 0) within a fraction of a second: its peers "
-    "answer its Raft traffic with 'the member has been permanently removed from the "
-    "cluster' and it stops. A meshkit member removed while a follower never learns it "
-    "(the leader stops sending to it, no peer tells it) and keeps running, timing out "
-    "linearizable requests and serving serializable reads"))
 async def test_removed_member_process_exits_like_etcd(tmp_path: Path) -> None:
+    """etcd 3.4's removed member exits (status 0) within a fraction of a second: its
+    peers answer its Raft traffic with "the member has been permanently removed from
+    the cluster" and it stops. (Removed leaders and the real etcd side by side:
+    test_membership_rules.py.)"""
     p = ProcCluster(tmp_path)
     try:
         for n in p.names:

@@ -82,15 +82,6 @@ class ProcCluster:
     def endpoints(self) -> str:
         return ",".join(m.endpoint for m in self.members[:3])
 
-    def leader_first(self) -> str:
-        """The founding members' endpoints, the leader's first. Membership requests go
-        there: meshkit's server counts a peer as started/connected from the first message
-        it sent it, and followers send none to each other, so a follower refuses a member
-        add ("etcdserver: unhealthy cluster") that etcd's follower (streams to every peer)
-        accepts. A server difference, not one of ctl's."""
-        lead, _ = self.leader()
-        return ",".join([lead.endpoint, *(m.endpoint for m in self.members[:3] if m is not lead)])
-
     def _spawn(self, m: Member, initial_cluster: str, state: str) -> None:
         flags = [
             "--name", m.name, "--data-dir", str(self.tmp / m.name),
@@ -99,12 +90,6 @@ class ProcCluster:
             "--initial-cluster", initial_cluster, "--initial-cluster-token", "ctl-cluster",
             "--initial-cluster-state", state,  # etcd's default timing: no spurious elections on loaded cores
         ]
-        if self.kind == "meshkit":
-            # meshkit's strict reconfiguration check counts a peer as connected from the last
-            # message it sent it without error; on two loaded cores a slow send resets that
-            # and member adds flap between "unhealthy cluster" and success. Both tools see
-            # the same server, so the comparison is unaffected; etcd keeps the check.
-            flags.append("--strict-reconfig-check=false")
         with open(self.tmp / f"{m.name}.log", "ab") as log:
             m.proc = subprocess.Popen([*self.argv0, *flags], stdout=log, stderr=subprocess.STDOUT, cwd=self.tmp,
                                       env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -189,7 +174,7 @@ class ProcCluster:
         for u in urls:
             mid = self.member_id(u)
             if mid is not None:
-                r = self.etcdctl("member", "remove", mid, endpoints=self.leader_first())
+                r = self.etcdctl("member", "remove", mid, endpoints=self.endpoints)
                 assert r.code == 0, r
                 gone.append(mid)
         return gone
@@ -200,7 +185,7 @@ class ProcCluster:
         gone = []
         for m in self.member_list()["members"]:
             if not ours & set(m["peerURLs"]):
-                r = self.etcdctl("member", "remove", f"{m['ID']:x}", endpoints=self.leader_first())
+                r = self.etcdctl("member", "remove", f"{m['ID']:x}", endpoints=self.endpoints)
                 assert r.code == 0, r
                 gone.append(m["peerURLs"])
         return gone
@@ -212,7 +197,7 @@ class ProcCluster:
         while True:
             url = fake_peer_url()
             r = self.etcdctl("member", "add", "probe", f"--peer-urls={url}", "--learner",
-                             endpoints=self.leader_first())
+                             endpoints=self.endpoints)
             if r.code == 0:
                 self.remove_by_url(url)
                 return
@@ -400,7 +385,7 @@ ARGUMENT_STEPS: list[list[str]] = [
 def test_stateless(cluster: ProcCluster) -> None:
     """Argument errors, client-side URL checks, and server errors that change nothing."""
     results: dict[str, list[tuple[list[str], Result]]] = {tool: [] for tool in TOOLS}
-    eps = cluster.leader_first()
+    eps = cluster.endpoints
     # one at a time: etcd runs one membership change at once (others time out)
     for args in stateless_steps(cluster):
         for tool in TOOLS:
@@ -469,7 +454,7 @@ def run_steps(c: ProcCluster, tool: str, steps: list[list[str]],
         return re.sub(r"\{(\w+)\}", sub, a)
 
     out = []
-    default_eps = c.leader_first()
+    default_eps = c.endpoints
     try:
         for args in steps:
             real = [fill(a) for a in args]
@@ -556,7 +541,7 @@ def _promote_round(c: ProcCluster, tool: str, fmt: list[str],
     url = f"http://127.0.0.1:{free_ports(1)[0]}"
     name = f"l{next(_fake_ports)}"
     out = []
-    eps = c.leader_first()
+    eps = c.endpoints
     add = ctl_run(tool, eps, ["member", "add", "learner", f"--peer-urls={url}", "--learner"])
     out.append((["member", "add"], add))
     assert add.code == 0, add
@@ -584,8 +569,7 @@ def _promote_round(c: ProcCluster, tool: str, fmt: list[str],
 @pytest.mark.slow
 def test_member_promote(cluster: ProcCluster) -> None:
     c = cluster
-    # meshkit refuses a member add for 5 s after a leader change (its peers count as
-    # connected from the first message sent, and followers send none to each other)
+    # etcd and meshkit refuse membership changes until peers have been connected 5 s
     c.wait_reconfigurable()
     results = {tool: _promote_round(c, tool, []) for tool in TOOLS}
     problems = compare(results)
