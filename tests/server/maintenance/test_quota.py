@@ -51,6 +51,7 @@ async def test_fill_quota_alarm_recover(kind: str, tmp_path: Path) -> None:
             r = ctl(ep, "put", f"k{i:04d}", VALUE)
             if r.returncode != 0:
                 assert f"Error: {NOSPACE}" in r.stderr
+                refused = f"k{i:04d}"
                 break
             written.append(f"k{i:04d}")
         else:
@@ -83,6 +84,11 @@ async def test_fill_quota_alarm_recover(kind: str, tmp_path: Path) -> None:
         assert status(ep).get("errors") is None
         assert ctl(ep, "put", "after", "v").stdout == "OK\n"
         out = ctl(ep, "get", "k", "--prefix", "--keys-only").stdout.split()
+        if kind == "etcd" and out == [*kept, refused]:
+            # etcd 3.4's quota applier applies a put and then answers NOSPACE when that
+            # put crossed the quota (quotaApplierV3.Put): the refused write may be
+            # stored. meshkit refuses it before applying (docs/compat.md).
+            out.pop()
         assert out == kept
         for k in kept[:: max(1, len(kept) // 10)]:
             assert ctl(ep, "get", k, "--print-value-only").stdout == VALUE + "\n"
