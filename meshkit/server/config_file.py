@@ -32,6 +32,8 @@ _GO_TYPES = {
     "unique-strings": "[]string",
     "choice": "string",
 }
+# The uint flags etcd declares uint64 (the others are Go's uint).
+_UINT64 = {"snapshot-count", "experimental-snapshot-catchup-entries"}
 # Keys whose YAML form is a comma-separated string although the flag is a list.
 _STRING_LISTS = {"cors", "host-whitelist"}
 
@@ -62,7 +64,7 @@ def _json_kind(value: Any) -> str:
 
 
 def _type_error(key: str, spec: FlagSpec, value: Any) -> ConfigError:
-    go_type = "uint64" if spec.name == "snapshot-count" else _GO_TYPES[spec.kind]
+    go_type = "uint64" if spec.name in _UINT64 else _GO_TYPES[spec.kind]
     return ConfigError(
         context=_VERIFYING,
         problems=[

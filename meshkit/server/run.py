@@ -32,6 +32,7 @@ def settings_from_config(cfg: Any) -> Any:
         listen_peer=tuple((h, p) for h, p, _ in cfg.listen_addresses("peer")),
         strict_reconfig_check=cfg.strict_reconfig_check,
         snapshot_count=cfg.snapshot_count,
+        snapshot_catchup_entries=cfg.snapshot_catchup_entries,
         heartbeat_ms=cfg.heartbeat_interval_ms,
         election_ms=cfg.election_timeout_ms,
         max_request_bytes=cfg.max_request_bytes,

@@ -620,3 +620,61 @@ def test_from_args_without_validation() -> None:
     c = ServerConfig.from_args(["--max-request-bytes", "0"], {}, validate=False)
     assert c.max_request_bytes == 0
     assert c.problems() == ["--max-request-bytes must be >0 (set to 0)"]
+
+
+# ------------------------------------------------------------------ etcd 3.5's catch-up entries
+
+
+def test_snapshot_catchup_entries_default_flag_and_env() -> None:
+    """``--experimental-snapshot-catchup-entries`` (etcd 3.5, uint64, default 5000)."""
+    from meshkit.server.run import settings_from_config
+
+    assert parse().snapshot_catchup_entries == 5000
+    c = parse("--experimental-snapshot-catchup-entries", "10")
+    assert c.snapshot_catchup_entries == 10
+    assert settings_from_config(c).snapshot_catchup_entries == 10  # what the server uses
+    assert parse("--experimental-snapshot-catchup-entries=0").snapshot_catchup_entries == 0  # as etcd
+    env = {"ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES": "12"}
+    assert parse(env=env).snapshot_catchup_entries == 12
+    assert "ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES" in problems_of(
+        "--experimental-snapshot-catchup-entries", "3", env=env)  # shadowed: fatal, as any flag
+
+
+def test_snapshot_catchup_entries_config_file_key(tmp_path: Path) -> None:
+    """etcd 3.5's YAML key is spelt ``catch-up`` (its json tag), not like the flag."""
+    c = parse("--config-file", write(tmp_path, "experimental-snapshot-catch-up-entries: 1000\n"))
+    assert c.snapshot_catchup_entries == 1000
+    log: list[tuple[str, str]] = []
+    c = parse("--config-file", write(tmp_path, "experimental-snapshot-catchup-entries: 7\n"), log=log)
+    assert c.snapshot_catchup_entries == 5000
+    assert ("warning", "unrecognized config key experimental-snapshot-catchup-entries (ignored)") in log
+
+
+@pytest.mark.parametrize("value", ["abc", "-1", "1.5", ""])
+def test_snapshot_catchup_entries_bad_flag_value_names_the_flag(value: str) -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse(f"--experimental-snapshot-catchup-entries={value}")
+    assert ei.value.problems == (
+        f'invalid value "{value}" for flag -experimental-snapshot-catchup-entries: parse error',)
+    assert ei.value.exit_code == 2
+
+
+def test_snapshot_catchup_entries_bad_env_and_file_values(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse(env={"ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES": "ten"})
+    assert ei.value.problems == (
+        'invalid value "ten" for ETCD_EXPERIMENTAL_SNAPSHOT_CATCHUP_ENTRIES: parse error',)
+    for text, kind in (("ten", "string"), ("-3", "number -3")):
+        with pytest.raises(ConfigError) as ei:
+            parse("--config-file", write(tmp_path, f"experimental-snapshot-catch-up-entries: {text}\n"))
+        assert ei.value.problems == (
+            f"error unmarshaling JSON: while decoding JSON: json: cannot unmarshal {kind} into Go "
+            "struct field configYAML.experimental-snapshot-catch-up-entries of type uint64",)
+
+
+def test_snapshot_catchup_entries_bad_value_on_the_command_line(capsys: pytest.CaptureFixture[str]) -> None:
+    from meshkit.cli.main import main
+
+    assert main(["server", "--experimental-snapshot-catchup-entries", "many"]) == 2
+    assert ('invalid value "many" for flag -experimental-snapshot-catchup-entries: parse error'
+            in capsys.readouterr().err)

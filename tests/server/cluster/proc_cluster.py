@@ -1,7 +1,8 @@
 """Clusters of real server processes on loopback (`meshkit server`, or the real etcd
 binary for side-by-side runs): start, kill -9, SIGSTOP/SIGCONT, restart on the same
 data dir, add a member with --initial-cluster-state existing; ask each member
-who leads and for its HashKV."""
+who leads and for its HashKV. With ``netfault=True`` the members' peer traffic goes
+through the fault injector of tests/support/netfault.py (``p.net.isolate(n)``, ...)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from types import TracebackType
 
 import grpc
 
@@ -21,17 +23,22 @@ from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
 from meshkit.client import Client
 from tests.server.conftest import wait_ready
+from tests.support.netfault import NetFault
 from tests.support.procs import free_ports
 
 MESHKIT = [sys.executable, "-m", "meshkit", "server"]
 
 
 class ProcCluster:
-    """Members named ``p0``, ``p1``, ... each with its own client and peer port."""
+    """Members named ``p0``, ``p1``, ... each with its own client and peer port.
+
+    ``async with`` is optional without ``netfault`` (then ``stop_all()`` in a
+    ``finally``); with it, ``async with`` starts the fault injector before any member
+    and leaving stops the members, then the injector."""
 
     def __init__(self, tmp: Path, argv0: Sequence[str] = MESHKIT, token: str = "mk",
                  names: Sequence[str] = ("p0", "p1", "p2"), extra: Sequence[str] = (),
-                 heartbeat_ms: int = 50, election_ms: int = 500) -> None:
+                 heartbeat_ms: int = 50, election_ms: int = 500, netfault: bool = False) -> None:
         self.tmp = tmp
         self.argv0 = list(argv0)
         self.token = token
@@ -46,6 +53,24 @@ class ProcCluster:
         ports = free_ports(2 * len(names))  # bound all at once: never one port twice
         for i, n in enumerate(names):
             self.add_name(n, ports[2 * i], ports[2 * i + 1])
+        # the members named now are the ones the injector proxies (add_name later: not)
+        self._net = NetFault(self.pport) if netfault else None
+
+    @property
+    def net(self) -> NetFault:
+        assert self._net is not None, "ProcCluster(netfault=True) has the fault injector"
+        return self._net
+
+    async def __aenter__(self) -> ProcCluster:
+        if self._net is not None:
+            await self._net.__aenter__()
+        return self
+
+    async def __aexit__(self, et: type[BaseException] | None, e: BaseException | None,
+                        tb: TracebackType | None) -> None:
+        self.stop_all()
+        if self._net is not None:
+            await self._net.close()
 
     def add_name(self, n: str, client_port: int | None = None, peer_port: int | None = None) -> None:
         """A member name with its ports (fresh ones unless given), not started."""
@@ -72,14 +97,21 @@ class ProcCluster:
             *self.extra,
         ]
 
+    def env(self, n: str) -> dict[str, str]:
+        """Member ``n``'s environment: the test's own, plus its proxy with netfault
+        (only there: the test process and its clients never get ``grpc_proxy``)."""
+        env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+        return env if self._net is None else self._net.env(n, env)
+
     def start(self, n: str, *, state: str = "new", cluster: Sequence[str] | None = None) -> None:
         """Start (or restart, on its data dir) member ``n``; its output goes to ``<n>.log``."""
         old = self.procs.get(n)
         assert old is None or old.poll() is not None, f"{n} is still running"
+        assert self._net is None or self._net.proxy_port, "start the fault injector first (async with)"
         with open(self.tmp / f"{n}.log", "ab") as log:
             self.procs[n] = subprocess.Popen(
                 [*self.argv0, *self.flags(n, state=state, cluster=cluster)], stdout=log,
-                stderr=subprocess.STDOUT, cwd=self.tmp, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                stderr=subprocess.STDOUT, cwd=self.tmp, env=self.env(n))
 
     def log(self, n: str) -> str:
         return (self.tmp / f"{n}.log").read_text(errors="replace")

@@ -5,15 +5,21 @@ at the revision it was acknowledged with, nothing else is, and the members end w
 equal HashKV at one revision.
 
 Three `meshkit server` processes on loopback: kill -9 of the leader and its
-restart; SIGSTOP of a follower, then of the leader; adding a member and removing
-the leader. In process (the server's catch-up setting has no flag): a restarted
-follower behind the compacted log, caught up by snapshot. The in-process network
-faults (a stopped leader, an isolated leader, lossy links) are in test_faults.py
-with the same recording and checks."""
+restart; SIGSTOP of a follower, then of the leader; the leader isolated from the
+majority by cutting its peer links (tests/support/netfault.py, an HTTP CONNECT
+proxy the members' gRPC peer connections go through), then healed; a follower
+killed and restarted behind the compacted log (--snapshot-count 40,
+--experimental-snapshot-catchup-entries 10), caught up by snapshot; adding a
+member and removing the leader. The in-process network faults (a stopped leader,
+an isolated leader, lossy links) are in test_faults.py with the same recording and
+checks."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import re
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -27,8 +33,6 @@ from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.etcdserverpb import rpc_pb2_grpc
 from meshkit.client import Client
 from meshkit.client.errors import ClientError
-from meshkit.server.etcdserver import server as server_mod
-from tests.server.cluster.conftest import Cluster
 from tests.server.cluster.proc_cluster import ProcCluster
 from tests.server.conftest import wait_ready
 from tests.support.history import History, Load, verify
@@ -162,6 +166,72 @@ async def test_sigstop_follower_then_leader_under_load(tmp_path: Path) -> None:
         p.stop_all()
 
 
+@pytest.mark.timeout(60)
+async def test_isolated_leader_under_load_refuses_while_the_majority_goes_on(tmp_path: Path) -> None:
+    """The leader's peer links are cut both ways by the fault injector (its proxy
+    carries every peer connection): it no longer answers linearizable reads or
+    writes, the other two elect a new leader and take writes; healed, it follows the
+    new leader and serves the latest value. The load's client timeout (6 s) is
+    about as long as the isolation: requests the old leader holds may be answered
+    after the heal, and must not be stale either."""
+    assert "grpc_proxy" not in os.environ  # the test's own clients go direct
+    async with ProcCluster(tmp_path, netfault=True) as p:
+        clock = _Clock()
+        for n in p.names:
+            p.start(n)
+        await p.wait_ready()
+        clock("started")
+        old = await p.leader()
+        rest = [n for n in p.names if n != old]
+        async with Client([p.endpoint(old)], timeout=5.0) as c:
+            await c.put(b"k", b"before")
+        async with Load(_groups(p, p.names), clients=6, duration=60, max_ops=20000, seed=7,
+                        op_timeout=6.0) as load:
+            await load.wait_acked(100, after=0, limit=20)
+            # the members really talk through the injector: Raft traffic both ways
+            assert all(p.net.bytes[(old, n)] > 0 and p.net.bytes[(n, old)] > 0 for n in rest), p.net.bytes
+            term = (await p.status(old)).raftTerm
+            p.net.isolate(old)
+            t = time.monotonic()
+            new = await p.leader(among=rest, not_=old, limit=10)
+            elected = time.monotonic() - t
+            await load.wait_acked(100, after=t, limit=20)  # the majority goes on
+            async with Client(p.endpoints(rest), timeout=5.0) as c:
+                after_rev = (await c.put(b"k", b"after")).header.revision
+            # the old leader answers no linearizable read nor write (an error or a
+            # timeout), only a serializable read of what it had
+            async with Client([p.endpoint(old)], timeout=1.5) as c:
+                with pytest.raises((EtcdError, ClientError)) as read_err:
+                    await c.get(b"k")
+                with pytest.raises((EtcdError, ClientError)) as write_err:
+                    await c.put(b"k-isolated", b"1")
+                r = await c.get(b"k", serializable=True)
+                assert [kv.value for kv in r.kvs] == [b"before"]
+            held = sum(p.net.held[(old, n)] + p.net.held[(n, old)] for n in rest)
+            isolated = time.monotonic() - t
+            p.net.heal_all()
+            # it follows a leader of a newer term, and reads the majority's write
+            await _wait_stepped_down(p, old, term)
+            async with Client([p.endpoint(old)], timeout=2.0) as c:
+                deadline = time.monotonic() + 10
+                while True:
+                    with contextlib.suppress(EtcdError, ClientError):
+                        r = await c.get(b"k")
+                        if r.header.revision >= after_rev:
+                            break
+                    assert time.monotonic() < deadline, "the old leader did not catch up"
+                    await asyncio.sleep(0.05)
+                assert [kv.value for kv in r.kvs] == [b"after"]
+            await load.wait_acked(100, after=time.monotonic(), limit=20)
+            clock("isolated and healed")
+        print(f"leader {old} isolated for {isolated:.1f}s ({held} peer connections held), "
+              f"{new} elected after {elected:.2f}s; it refused a read ({read_err.value!r}) "
+              f"and a write ({write_err.value!r})")
+        assert elected < 6 * ELECTION_S, elected
+        assert held > 0
+        await _verify(p, load.history, p.names, clock)
+
+
 async def _cluster_call(p: ProcCluster, n: str, method: str, req: object, limit: float = 15.0) -> Any:
     """A Cluster RPC through member ``n``, retried while the cluster answers
     "unhealthy cluster" (etcd refuses reconfiguration until every voter has been
@@ -258,66 +328,76 @@ async def test_add_a_member_and_remove_the_leader_under_load(tmp_path: Path) -> 
         p.stop_all()
 
 
-# ---- in-process: a restarted follower behind the compacted log ---------------------
+# ---- a restarted follower behind the compacted log ---------------------------------
 
-SNAP = {"snapshot_count": 40, "snapshot_catchup_entries": 10}
+SNAPSHOT_COUNT, CATCHUP_ENTRIES = 40, 10
+SNAPSHOT_FLAGS = ("--snapshot-count", str(SNAPSHOT_COUNT),
+                  "--experimental-snapshot-catchup-entries", str(CATCHUP_ENTRIES))
+_SNAPSHOT_AT = re.compile(r"snapshot at index (\d+) \(term \d+\); wal released")
+_INSTALLED = re.compile(r"installed the snapshot at index (\d+): revision (\d+)")
 
 
-@pytest.mark.timeout(90)
-async def test_restarted_follower_behind_the_log_catches_up_by_snapshot_under_load(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """An in-process cluster (a --snapshot-count of 40 and 10 catch-up entries; the
-    process flag has no catch-up setting, so processes would need 5,000 missed
-    entries): a follower is stopped, the others go on well past a snapshot and
-    compact their logs, the follower starts again on its data dir and is sent the
-    leader's database while the load runs."""
-    installs: list[int] = []
-    real_install = server_mod.EtcdServer._install_snapshot
+def _last_snapshot(p: ProcCluster, n: str) -> int:
+    """The index of member ``n``'s latest snapshot (its log is compacted up to
+    that index minus the catch-up entries), from its log; 0 before the first."""
+    found = _SNAPSHOT_AT.findall(p.log(n))
+    return int(found[-1]) if found else 0
 
-    async def counting_install(self: server_mod.EtcdServer, snap: Any) -> None:
-        await real_install(self, snap)
-        installs.append(self.member_id)
 
-    monkeypatch.setattr(server_mod.EtcdServer, "_install_snapshot", counting_install)
-    c = Cluster.build(tmp_path, 3, **SNAP)
+@pytest.mark.timeout(60)
+async def test_restarted_follower_behind_the_compacted_log_catches_up_by_snapshot_under_load(
+        tmp_path: Path) -> None:
+    """Members with --snapshot-count 40 and --experimental-snapshot-catchup-entries 10:
+    a follower is killed, the others go on past snapshots that compact their logs
+    beyond anything the follower holds, and the follower restarted on its data dir
+    is sent the leader's database (both logs say so) while the load runs."""
+    p = ProcCluster(tmp_path, extra=SNAPSHOT_FLAGS)
     clock = _Clock()
     try:
-        await c.start_all()
-        lead = await c.wait_leader()
-        behind = next(m for m in c.members if m is not lead)
-        behind_id = behind.id
-        groups = [[m.endpoint] for m in c.members] + [[m.endpoint for m in c.members]]
-        async with Load(groups, clients=6, duration=60, max_ops=20000, seed=6) as load:
+        for n in p.names:
+            p.start(n)
+        await p.wait_ready()
+        clock("started")
+        lead = await p.leader()
+        behind = next(n for n in p.names if n != lead)
+        rest = [n for n in p.names if n != behind]
+        behind_id = await p.member_id(behind)
+        async with Load(_groups(p, p.names), clients=6, duration=60, max_ops=20000, seed=6) as load:
             await load.wait_acked(50, after=0, limit=20)
-            missed_from = behind.server.etcd.applied_index  # type: ignore[union-attr]
-            await c.stop(behind)
-            lead = await c.wait_leader(among=[m for m in c.members if m is not behind])
-            lead_etcd = lead.server.etcd  # type: ignore[union-attr]
-            # until it missed more than a snapshot's worth of entries and the leader's
-            # log no longer holds what it needs next
-            deadline = time.monotonic() + 15
-            while (lead_etcd.storage.first_index() <= missed_from + 1
-                   or lead_etcd.applied_index - missed_from <= 2 * SNAP["snapshot_count"]):
-                assert time.monotonic() < deadline, "the leader did not compact its log"
-                await asyncio.sleep(0.05)
-            missed = lead_etcd.applied_index - missed_from
+            p.kill9(behind)
+            # The killed follower's log ends at most at the leader's last index, a few
+            # uncommitted entries past its commit index (Status raftIndex): wait until
+            # both others compacted their logs (kept CATCHUP_ENTRIES behind their last
+            # snapshot) a whole snapshot interval beyond that.
+            had = max([int((await p.status(n, timeout=5.0)).raftIndex) for n in rest])
+            deadline = time.monotonic() + 20
+            while min(_last_snapshot(p, n) for n in rest) - CATCHUP_ENTRIES <= had + SNAPSHOT_COUNT:
+                assert time.monotonic() < deadline, f"no compaction past index {had}: {load.history.summary()}"
+                await asyncio.sleep(0.1)
+            missed = int((await p.status(rest[0], timeout=5.0)).raftIndex) - had
             clock("follower down")
-            await c.start(behind)
+            logged = len(p.log(behind))
+            p.start(behind)
             t = time.monotonic()
-            deadline = t + 15
-            while behind_id not in installs:
-                assert time.monotonic() < deadline, "no snapshot was installed"
+            deadline = t + 20
+            while (installed := _INSTALLED.search(p.log(behind)[logged:])) is None:
+                assert p.procs[behind].poll() is None, p.log(behind)[logged:][-3000:]
+                assert time.monotonic() < deadline, "no snapshot was installed: " + p.log(behind)[logged:][-3000:]
                 await asyncio.sleep(0.05)
-            installed = time.monotonic() - t
+            took = time.monotonic() - t
+            index = int(installed.group(1))
+            assert index > had + SNAPSHOT_COUNT, (index, had)
+            # the snapshot came from the leader of the moment, one of the others
+            sent = f"sending a snapshot at index {index} "
+            assert any(sent in line and line.endswith(f" to {behind_id:x}")
+                       for n in rest for line in p.log(n).splitlines()), sent
             await load.wait_acked(100, after=time.monotonic(), limit=20)
             clock("caught up")
-        print(f"follower missed {missed} entries, installed a snapshot {installed:.2f}s after its restart")
-        print(await verify(load.history, {m.name: m.endpoint for m in c.members}))
-        clock("checked")
-        await c.wait_hashes_equal()
-        print(clock)
+        print(f"{behind} missed at least {missed} entries, installed the snapshot at index {index} "
+              f"{took:.2f}s after its restart")
+        await _verify(p, load.history, p.names, clock)
     finally:
-        await c.stop_all()
+        p.stop_all()
 
 
 @pytest.mark.timeout(60)
