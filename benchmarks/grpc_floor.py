@@ -1,12 +1,14 @@
 """What grpcio's server costs per call before meshkit does any work.
 
-Serves a do-nothing etcdserverpb.KV/Put (grpc.aio with registered handlers, with
-generic handlers only, or the thread-pool server) and drives it from two load
+Serves a do-nothing etcdserverpb.KV/Put (meshkit's own gRPC server in the event
+loop, grpc.aio with registered handlers, with generic handlers only, or the
+thread-pool server) and drives it from two load
 processes with 32 concurrent calls each, like benchmarks/kv_bench.py does; prints
 calls/s and server CPU per call. On the 2-core development machine a do-nothing
 grpc.aio server measured 230-290 us of CPU per call and about 4,000 calls/s,
-which bounds what a single-process Python etcd can reach (etcd 3.4 does a whole
-Put in 60-90 us there). Not part of the test run.
+which bounds what a single-process Python etcd can reach on grpcio (etcd 3.4
+does a whole Put in 60-90 us there); hence meshkit's own server (mode native),
+which measured 35-50 us per call and ~12,000 calls/s. Not part of the test run.
 
 The aio-shim mode is aio-generic with meshkit.server.runtime's grpc.aio fast
 paths installed (measured 5-15% less CPU per call than aio-generic). The sync
@@ -34,7 +36,7 @@ import grpc
 from meshkit.api.etcdserverpb import rpc_pb2 as pb
 from meshkit.api.etcdserverpb import rpc_pb2_grpc as pbg
 
-MODES = ["aio-registered", "aio-generic", "aio-shim", "sync", "sync-bridge"]
+MODES = ["native", "aio-registered", "aio-generic", "aio-shim", "sync", "sync-bridge"]
 OPTIONS = [("grpc.server.max_pending_requests", 100_000), ("grpc.so_reuseport", 0)]
 
 
@@ -80,6 +82,17 @@ def _serve(mode: str, port: int, ready: Any, extra: list[tuple[str, Any]]) -> No
         return
 
     async def main() -> None:
+        if mode == "native":
+            # meshkit's own gRPC server (meshkit.server.h2grpc), as the client port runs it
+            from meshkit.server.h2grpc import GrpcServer
+
+            native = GrpcServer(max_receive_message_length=4 << 20)
+            native.add_generic_rpc_handlers((_handler(_AsyncKV().Put),))
+            listener = await asyncio.get_running_loop().create_server(
+                native.protocol_factory, "127.0.0.1", port)
+            ready.set()
+            await listener.serve_forever()
+            return
         if mode == "aio-shim":
             from meshkit.server.runtime import install_grpc_aio_fast_paths
 

@@ -453,13 +453,15 @@ class ClientMux:
     (which must then be grpc's TLS listener) still encrypted.
     """
 
-    def __init__(self, listen: Sequence[tuple[str, int]], *, grpc: GrpcTarget,
-                 http: Callable[[], asyncio.Protocol], tls: ssl.SSLContext | None = None,
-                 sniff_timeout: float = SNIFF_TIMEOUT) -> None:
+    def __init__(self, listen: Sequence[tuple[str, int]], *, grpc: GrpcTarget | Callable[[], asyncio.Protocol],
+                 http: Callable[[], asyncio.Protocol] | None, tls: ssl.SSLContext | None = None,
+                 grpc_tls: ssl.SSLContext | None = None, sniff_timeout: float = SNIFF_TIMEOUT) -> None:
         self.listen = list(listen)
         self.grpc = grpc
         self.http = http
         self.tls = tls
+        # TLS for gRPC connections served in process (``grpc`` a protocol factory)
+        self.grpc_tls = grpc_tls
         self.sniff_timeout = sniff_timeout
         self.ports: list[int] = []
         self._socks: list[socket.socket] = []
@@ -546,8 +548,11 @@ class ClientMux:
             verdict = await self._sniff(sock)
             self.routed[verdict] = self.routed.get(verdict, 0) + 1
             if verdict == "grpc":
-                await self._forward(sock)
-            elif verdict == "http":
+                if isinstance(self.grpc, GrpcTarget):
+                    await self._forward(sock)
+                else:
+                    await self._serve_grpc(sock, self.grpc)
+            elif verdict == "http" and self.http is not None:
                 await self._serve_http(sock)
             else:
                 _drop(sock)
@@ -611,7 +616,21 @@ class ClientMux:
             loop.remove_reader(fd)
         return True
 
+    async def _serve_grpc(self, sock: socket.socket, factory: Callable[[], asyncio.Protocol]) -> None:
+        """A gRPC connection served in process (TLS, if any, ended here)."""
+        loop = asyncio.get_running_loop()
+        if self.tls is None:
+            await loop.connect_accepted_socket(factory, sock)
+            return
+        try:
+            await loop.connect_accepted_socket(factory, sock, ssl=self.grpc_tls or self.tls,
+                                               ssl_handshake_timeout=TLS_HANDSHAKE_TIMEOUT)
+        except (ssl.SSLError, OSError, TimeoutError) as e:
+            log.debug("TLS handshake with a gRPC client failed: %r", e)
+            sock.close()
+
     async def _forward(self, sock: socket.socket) -> None:
+        assert isinstance(self.grpc, GrpcTarget)
         loop = asyncio.get_running_loop()
         client = _Half(self)
         upstream = _Half(None)
@@ -631,6 +650,7 @@ class ClientMux:
 
     async def _serve_http(self, sock: socket.socket) -> None:
         loop = asyncio.get_running_loop()
+        assert self.http is not None
         if self.tls is None:
             await loop.connect_accepted_socket(self.http, sock)
             return

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import shutil
 import tempfile
 from collections.abc import Sequence
@@ -39,6 +40,8 @@ from meshkit.server.api.maintenance import ClusterService, MaintenanceService
 from meshkit.server.api.watch import add_watch_service
 from meshkit.server.clientport import ClientMux, GrpcTarget, ListenError, internal_socket_path
 from meshkit.server.etcdserver.server import EtcdServer, ServerSettings
+from meshkit.server.h2grpc import GrpcServer
+from meshkit.server.h2grpc.keepalive import KeepalivePolicy
 from meshkit.server.tls import TLSInfo
 from meshkit.server.transport import Transport
 
@@ -178,7 +181,10 @@ class EmbeddedServer:
         self.client_http_ports: list[int] = []
         self.etcd = EtcdServer(settings, transport=transport)
         self.health = HealthService()
-        self._grpc: grpc.aio.Server | None = None
+        # gRPC in the event loop (h2grpc), or grpcio's server behind the mux
+        # (MESHKIT_GRPC_SERVER=grpcio: kept to compare the two).
+        self.native_grpc = os.environ.get("MESHKIT_GRPC_SERVER", "native") != "grpcio"
+        self._grpc: grpc.aio.Server | GrpcServer | None = None
         self._grpc_options = [
             *grpc_options(
                 settings.max_request_bytes,
@@ -230,7 +236,8 @@ class EmbeddedServer:
             raise
         log.info("serving client requests on %s (%s)",
                  ", ".join(f"{h}:{p}" for (h, _), p in zip([*self.listen, *self.listen_tls], self.ports, strict=True)),
-                 f"gRPC and HTTP; gRPC server on {', '.join(self.grpc_internal)}" if self.muxed else "gRPC")
+                 ("gRPC and HTTP" if self.muxed else "gRPC")
+                 + (f"; grpcio server on {', '.join(self.grpc_internal)}" if self.grpc_internal else ""))
 
     def _http_ssl(self) -> Any:
         assert self.tls is not None
@@ -238,22 +245,59 @@ class EmbeddedServer:
         ctx.set_alpn_protocols(["http/1.1"])
         return ctx
 
-    async def _start_serving(self) -> None:
-        server = grpc.aio.server(options=self._grpc_options)
-        self._grpc = server
-        generic = _GenericOnly(server)
-        rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.etcd), generic)
-        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.etcd), generic)
-        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), generic)
-        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), generic)
-        rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.etcd), generic)
+    def _add_services(self, server: Any) -> None:
+        rpc_pb2_grpc.add_KVServicer_to_server(KVService(self.etcd), server)
+        rpc_pb2_grpc.add_LeaseServicer_to_server(LeaseService(self.etcd), server)
+        rpc_pb2_grpc.add_MaintenanceServicer_to_server(MaintenanceService(self.etcd), server)
+        rpc_pb2_grpc.add_ClusterServicer_to_server(ClusterService(self.etcd), server)
+        rpc_pb2_grpc.add_AuthServicer_to_server(AuthService(self.etcd), server)
         add_watch_service(server, self.etcd)
-        add_lock_service(generic, self.etcd)
-        add_election_service(generic, self.etcd)
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, generic)
+        add_lock_service(server, self.etcd)
+        add_election_service(server, self.etcd)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
+
+    async def _start_serving(self) -> None:
         needs_tls = self.listen_tls or self.client_http_listen_tls
         if needs_tls and (self.tls is None or self.tls.empty):
             raise ListenError("https client URLs need --cert-file and --key-file")
+        if self.native_grpc:
+            await self._start_native()
+        else:
+            await self._start_grpcio()
+        await self._start_http_listeners()
+
+    async def _start_native(self) -> None:
+        """gRPC served in the event loop (meshkit.server.h2grpc) on the client ports."""
+        st = self.settings
+        server = GrpcServer(max_receive_message_length=st.max_request_bytes + GRPC_OVERHEAD_BYTES,
+                            keepalive=KeepalivePolicy(min_time=st.grpc_keepalive_min_time_ms / 1000,
+                                                      interval=st.grpc_keepalive_interval_ms / 1000,
+                                                      timeout=st.grpc_keepalive_timeout_ms / 1000))
+        self._grpc = server
+        self._add_services(server)
+        factory = server.protocol_factory
+        grpc_tls = self.tls.grpc_ssl_context() if self.listen_tls and self.tls is not None else None
+        if self.muxed:
+            self.client_http = HttpEndpoints(make_client_app(self.etcd, self.client_http_routes))
+            await self.client_http.start()
+            http: Any = self.client_http.protocol_factory
+        else:
+            http = None  # gRPC only on these ports (--listen-client-http-urls)
+        for secure, wanted in ((False, self.listen), (True, self.listen_tls)):
+            if not wanted:
+                continue
+            mux = ClientMux(wanted, grpc=factory, http=http,
+                            tls=(self._http_ssl() if http is not None else grpc_tls) if secure else None,
+                            grpc_tls=grpc_tls if secure else None)
+            self._muxes.append(mux)
+            await mux.start()
+        self.ports = [p for mux in self._muxes for p in mux.ports]
+
+    async def _start_grpcio(self) -> None:
+        server = grpc.aio.server(options=self._grpc_options)
+        self._grpc = server
+        generic = _GenericOnly(server)
+        self._add_services(generic)
         creds = self.tls.server_credentials() if self.listen_tls and self.tls is not None else None
 
         targets: dict[bool, GrpcTarget] = {}
@@ -268,10 +312,8 @@ class EmbeddedServer:
                 self.ports.append(self._bind_grpc(server, f"{host}:{port}", creds if secure else None,
                                                   f"{host}:{port}"))
         await server.start()
-
-        client_app = make_client_app(self.etcd, self.client_http_routes)
         if self.muxed:
-            self.client_http = HttpEndpoints(client_app)
+            self.client_http = HttpEndpoints(make_client_app(self.etcd, self.client_http_routes))
             await self.client_http.start()
             factory = self.client_http.protocol_factory
             for secure, wanted in ((False, self.listen), (True, self.listen_tls)):
@@ -282,7 +324,10 @@ class EmbeddedServer:
                 self._muxes.append(mux)
                 await mux.start()
             self.ports = [p for mux in self._muxes for p in mux.ports]
-        else:
+
+    async def _start_http_listeners(self) -> None:
+        if not self.muxed:
+            client_app = make_client_app(self.etcd, self.client_http_routes)
             sites = [*((h, p, None) for h, p in self.client_http_listen),
                      *((h, p, self._http_ssl()) for h, p in self.client_http_listen_tls)]
             self.client_http = HttpEndpoints(client_app, sites)

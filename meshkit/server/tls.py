@@ -71,6 +71,14 @@ class TLSInfo:
         cert = _read(self.cert_file, "certificate file") if self.cert_file else None
         return grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=cert)
 
+    def grpc_ssl_context(self) -> Any:
+        """An ``ssl.SSLContext`` for gRPC served in process: HTTP/2 by ALPN."""
+        global _tls_serving
+        _tls_serving = True
+        ctx = self.ssl_context()
+        ctx.set_alpn_protocols(["h2"])
+        return ctx
+
     def ssl_context(self) -> Any:
         """An ``ssl.SSLContext`` for the HTTP listener (aiohttp)."""
         import ssl

@@ -68,6 +68,14 @@ async def raw_exchange(port: int, chunks: list[bytes], *, pause: float = 0.0,
         writer.close()
 
 
+@pytest.fixture(autouse=True, params=["native", "grpcio"])
+def grpc_kind(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Every test against both gRPC servers: meshkit's own (in the event loop, the
+    default) and grpcio's behind the mux (MESHKIT_GRPC_SERVER=grpcio)."""
+    monkeypatch.setenv("MESHKIT_GRPC_SERVER", request.param)
+    return str(request.param)
+
+
 @pytest.fixture
 async def member(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
     async with EmbeddedServer.for_test(tmp_path / "d", 0) as srv:
@@ -81,11 +89,13 @@ async def member(tmp_path: Path) -> AsyncIterator[EmbeddedServer]:
 async def test_grpc_and_http_share_the_client_port(member: EmbeddedServer) -> None:
     srv = member
     assert len(srv.ports) == 1 and srv.ports[0] > 0 and srv.endpoint == f"127.0.0.1:{srv.ports[0]}"
-    # grpc listens on a unix socket in a private directory only
-    (internal,) = srv.grpc_internal
-    assert internal.startswith("unix:")
-    private = Path(internal[len("unix:"):]).parent
-    assert stat.S_IMODE(private.stat().st_mode) == 0o700
+    if srv.native_grpc:  # served in process: no internal listener
+        assert not srv.grpc_internal
+    else:  # grpcio listens on a unix socket in a private directory only
+        (internal,) = srv.grpc_internal
+        assert internal.startswith("unix:")
+        private = Path(internal[len("unix:"):]).parent
+        assert stat.S_IMODE(private.stat().st_mode) == 0o700
     async with Client([srv.endpoint], timeout=5.0) as c:
         await c.put(b"k", b"v")
         assert (await c.get(b"k")).kvs[0].value == b"v"
@@ -104,9 +114,9 @@ async def test_private_directory_removed_and_port_released(tmp_path: Path) -> No
     srv = EmbeddedServer.for_test(tmp_path / "d", 0)
     async with srv:
         port = srv.ports[0]
-        private = Path(srv.grpc_internal[0][len("unix:"):]).parent
-        assert private.is_dir()
-    assert not private.exists()
+        private = Path(srv.grpc_internal[0][len("unix:"):]).parent if srv.grpc_internal else None
+        assert srv.native_grpc or (private is not None and private.is_dir())
+    assert private is None or not private.exists()
     with socket.socket() as s:
         s.bind(("127.0.0.1", port))  # free again
 
@@ -119,7 +129,8 @@ async def test_a_taken_port_is_a_listen_error(tmp_path: Path) -> None:
         srv = EmbeddedServer.for_test(tmp_path / "d", port)
         with pytest.raises(ListenError, match=f"listen tcp 127.0.0.1:{port}: bind: address already in use"):
             await srv.start()
-    assert srv.grpc_internal and not Path(srv.grpc_internal[0][len("unix:"):]).parent.exists()
+    if not srv.native_grpc:
+        assert srv.grpc_internal and not Path(srv.grpc_internal[0][len("unix:"):]).parent.exists()
 
 
 async def test_watch_streams_and_big_values_cross_the_mux(member: EmbeddedServer) -> None:
@@ -326,7 +337,7 @@ async def test_tls_port_serves_grpc_with_cn_auth_and_https(certs: Certs, tmp_pat
     srv.listen_tls, srv.listen = srv.listen, []
     srv.tls = TLSInfo(str(certs.server_cert), str(certs.server_key), str(certs.ca), True)
     async with srv:
-        assert srv.grpc_internal[0].endswith("grpc-tls.sock")
+        assert srv.native_grpc or srv.grpc_internal[0].endswith("grpc-tls.sock")
         url = f"https://{srv.endpoint}"
         async with Client([url], ca_cert=certs.ca, cert=certs.client_cert, key=certs.client_key,
                           timeout=5.0) as c:
@@ -381,7 +392,10 @@ async def test_client_http_urls_move_http_off_the_client_port(tmp_path: Path) ->
     srv = EmbeddedServer.for_test(tmp_path / "d", 0)
     srv.client_http_listen = [("127.0.0.1", 0)]
     async with srv:
-        assert not srv.muxed and not srv.grpc_internal and not srv._muxes
+        assert not srv.muxed and not srv.grpc_internal
+        # grpcio binds the client port itself; the native server sits behind a
+        # listener that serves gRPC only
+        assert bool(srv._muxes) == srv.native_grpc
         (http_port,) = srv.client_http_ports
         await wait_ready(srv.endpoint)
         status, headers, body = await http_get(f"http://127.0.0.1:{http_port}/health")

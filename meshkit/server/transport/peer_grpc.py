@@ -34,6 +34,8 @@ from urllib.parse import urlsplit
 import grpc
 
 from meshkit.api.meshkitpb import raft_pb2 as rpb
+from meshkit.server.clientport import ClientMux, ListenError
+from meshkit.server.h2grpc import GrpcServer
 from meshkit.server.raft import Message, MessageType
 from meshkit.server.tls import TLSInfo
 from meshkit.server.transport.base import (
@@ -56,6 +58,8 @@ CLUSTER_MISMATCH = "cluster ID mismatch"
 MEMBER_MISMATCH = "member ID mismatch"
 # A peer no RPC was answered by for this long is probed (an empty batch).
 PROBE_INTERVAL = 0.25
+# Raft batches and snapshots: no limit below gRPC's 4-byte message length.
+MAX_PEER_MESSAGE = 2**32 - 1
 _OPTIONS: list[tuple[str, Any]] = [
     ("grpc.max_receive_message_length", -1),
     ("grpc.max_send_message_length", -1),
@@ -214,7 +218,8 @@ class GrpcTransport:
         self._peers: dict[int, _Peer] = {}
         self._removed_reported = False
         self._refused_logged: set[int] = set()  # removed members whose traffic was refused
-        self._server: grpc.aio.Server | None = None
+        self._server: GrpcServer | None = None
+        self._listener: ClientMux | None = None
         self._handler: PeerHandler | None = None
         self._closed = False
 
@@ -228,7 +233,9 @@ class GrpcTransport:
         self._handler = handler
         if not self.listen:
             return
-        server = grpc.aio.server(options=_OPTIONS)
+        # meshkit's own gRPC server (as on the client port): peers dial it with
+        # grpc.aio channels, which honour grpc_proxy (the fault tests' network)
+        server = GrpcServer(max_receive_message_length=MAX_PEER_MESSAGE)
         server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, {
             "Send": grpc.unary_unary_rpc_method_handler(
                 self._on_send, request_deserializer=rpb.RaftBatch.FromString,
@@ -237,19 +244,15 @@ class GrpcTransport:
                 self._on_call, request_deserializer=rpb.PeerRequest.FromString,
                 response_serializer=rpb.PeerResponse.SerializeToString),
         }),))
-        for host, port in self.listen:
-            try:
-                if self.tls is not None:
-                    bound = server.add_secure_port(f"{host}:{port}", self.tls.server_credentials())
-                else:
-                    bound = server.add_insecure_port(f"{host}:{port}")
-            except RuntimeError:
-                bound = 0
-            if not bound:
-                raise PeerUnreachableError(f"listen tcp {host}:{port}: bind: address already in use")
-            self.ports.append(bound)
-        await server.start()
+        tls = self.tls.grpc_ssl_context() if self.tls is not None else None
+        listener = ClientMux(self.listen, grpc=server.protocol_factory, http=None, tls=tls, grpc_tls=tls)
+        try:
+            await listener.start()
+        except ListenError as e:
+            raise PeerUnreachableError(str(e)) from e
+        self.ports = list(listener.ports)
         self._server = server
+        self._listener = listener
         log.info("serving peer traffic on %s",
                  ", ".join(f"{h}:{p}" for (h, _), p in zip(self.listen, self.ports, strict=True)))
 
@@ -263,8 +266,12 @@ class GrpcTransport:
         if self._closed:
             return
         self._closed = True
+        if self._listener is not None:
+            await self._listener.close_listeners()
         if self._server is not None:
             await self._server.stop(0.5)
+        if self._listener is not None:
+            await self._listener.close()
         for p in list(self._peers.values()):
             await p.close()
         self._peers.clear()
