@@ -6,6 +6,11 @@ endpoints (``/health``, ``/version``, ``/metrics``, more routes if given) on the
 given client addresses; leaving the block stops serving, then stops the member.
 Tests use it directly; ``meshkit server`` uses it through :mod:`meshkit.server.run`.
 
+A member removed from the cluster stops by itself, as etcd's server does: it stops
+serving its client (and metrics) ports, then stops the member; ``stopped`` (etcd's
+``StopNotify()``) tells the embedder, ``stop_error`` why. ``close()`` afterwards
+is a no-op, and may be called any number of times.
+
 Layout: the grpc.aio server listens on internal addresses only (unix sockets in a
 private temporary directory) and :class:`~meshkit.server.clientport.ClientMux`
 owns the client ports, forwarding gRPC connections and handing HTTP/1.1 ones to
@@ -39,7 +44,7 @@ from meshkit.server.api.lock import add_lock_service
 from meshkit.server.api.maintenance import ClusterService, MaintenanceService
 from meshkit.server.api.watch import add_watch_service
 from meshkit.server.clientport import ClientMux, GrpcTarget, ListenError, internal_socket_path
-from meshkit.server.etcdserver.server import EtcdServer, ServerSettings
+from meshkit.server.etcdserver.server import EtcdServer, MemberRemovedError, ServerSettings
 from meshkit.server.h2grpc import GrpcServer
 from meshkit.server.h2grpc.keepalive import KeepalivePolicy
 from meshkit.server.tls import TLSInfo
@@ -200,6 +205,13 @@ class EmbeddedServer:
         self.grpc_internal: list[str] = []
         # client-facing ports, in the order of [*listen, *listen_tls]
         self.ports: list[int] = []
+        # Set once the member stopped serving: closed, or removed from the cluster
+        # (etcd's EtcdServer.StopNotify()); ``stop_error`` is set in the latter case.
+        self.stopped = asyncio.Event()
+        self.stop_error: MemberRemovedError | None = None
+        self._watch_removed: asyncio.Task[None] | None = None
+        self._stop_lock = asyncio.Lock()
+        self._shut = False
 
     @classmethod
     def for_test(cls, data_dir: Path, port: int, name: str = "default", **overrides: Any) -> EmbeddedServer:
@@ -234,6 +246,8 @@ class EmbeddedServer:
             await self._stop_serving(0)
             await self.etcd.close()
             raise
+        self._watch_removed = asyncio.get_running_loop().create_task(
+            self._stop_when_removed(), name=f"stop-when-removed-{self.settings.name}")
         log.info("serving client requests on %s (%s)",
                  ", ".join(f"{h}:{p}" for (h, _), p in zip([*self.listen, *self.listen_tls], self.ports, strict=True)),
                  ("gRPC and HTTP" if self.muxed else "gRPC")
@@ -386,9 +400,37 @@ class EmbeddedServer:
             shutil.rmtree(self._private_dir, ignore_errors=True)
             self._private_dir = None
 
+    async def _stop_when_removed(self) -> None:
+        """etcd's server stops once its member is removed (and `etcd` exits):
+        stop serving here too, instead of answering reads from a member that is
+        no longer in the cluster until the embedder closes it."""
+        await self.etcd.removed.wait()
+        log.warning("this member was removed from the cluster: stopping serving client requests")
+        # (the grace lets an answer already on its way out, e.g. to the MemberRemove
+        # that removed this member through its own port, reach its client)
+        await self._shutdown(grace=1.0, error=MemberRemovedError())
+
+    async def _shutdown(self, grace: float, error: MemberRemovedError | None = None) -> None:
+        async with self._stop_lock:
+            if self._shut:
+                return
+            try:
+                await self._stop_serving(grace)
+                await self.etcd.close()
+            finally:
+                self._shut = True
+                self.stop_error = error
+                self.stopped.set()
+
     async def close(self, grace: float = 1.0) -> None:
-        await self._stop_serving(grace)
-        await self.etcd.close()
+        w, self._watch_removed = self._watch_removed, None
+        if w is not None:
+            if not self.etcd.removed.is_set():
+                w.cancel()  # still waiting: nothing started
+            # (else a stop of its own is under way: let it finish)
+            with contextlib.suppress(asyncio.CancelledError):
+                await w
+        await self._shutdown(grace)
 
     @property
     def endpoint(self) -> str:

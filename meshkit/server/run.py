@@ -96,9 +96,10 @@ async def serve(cfg: Any) -> None:
         from meshkit.server import runtime
 
         runtime.tune_gc()  # freeze the startup heap (the loaded store) out of GC scans
-        # Until a signal, or until this member learns it was removed from the
-        # cluster: etcd's server stops then and the process exits with status 0.
-        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(srv.etcd.removed.wait())]
+        # Until a signal, or until the member stops by itself (it learned it was
+        # removed from the cluster): etcd's server stops then and the process
+        # exits with status 0.
+        waits = [asyncio.ensure_future(stop.wait()), asyncio.ensure_future(srv.stopped.wait())]
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:

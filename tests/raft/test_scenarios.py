@@ -111,6 +111,26 @@ def test_single_node_restart_resumes_from_storage() -> None:
     assert [e.index for e in replay] == [1, 2, 3, 4, 5, 6]
 
 
+def test_restart_takes_the_drivers_conf_state_over_refused_log_changes() -> None:
+    """A driver may refuse a committed membership change (etcd's server validates
+    each when applying it, and then never hands it to Raft). On restart, replaying
+    the log would count it; the driver's conf state as of ``applied`` does not."""
+    n, st = _single()
+    n.campaign()
+    _drive(n, st)
+    assert n.propose_conf_change(ConfChange(ConfChangeType.ADD_LEARNER_NODE, 5))
+    applied = _drive(n, st)
+    assert [e.type for e in applied] == [EntryType.CONF_CHANGE]  # refused: not applied
+    assert n.conf_state() == ConfState(voters=(1,))
+    st.bootstrap_conf = None
+    last = applied[-1].index
+    replayed = RaftNode(RaftConfig(id=1, applied=last), st, random.Random(2))
+    assert replayed.conf_state() == ConfState(voters=(1,), learners=(5,))  # the log's view
+    kept = RaftNode(RaftConfig(id=1, applied=last, conf_state=ConfState(voters=(1,))), st, random.Random(2))
+    assert kept.conf_state() == ConfState(voters=(1,))
+    assert not kept.has_ready()
+
+
 def test_propose_on_follower_is_dropped() -> None:
     c = Cluster(seed=1)
     with pytest.raises(ProposalDroppedError):

@@ -172,6 +172,16 @@ class MemberRemovedError(StoppedError):  # type: ignore[misc,valid-type]
     message = "the member has been permanently removed from the cluster"
 
 
+class MemberIDRemovedError(MemberNotFoundError):  # type: ignore[misc,valid-type]
+    """A membership change names a member removed before (etcd's
+    membership.ErrIDRemoved, "membership: ID removed", checked first when the
+    change is applied). etcd's togRPCError answers it as ErrGRPCMemberNotFound,
+    so clients see "etcdserver: member not found"; only a MemberPromote a follower
+    forwards tells it apart (see ``handle_call`` and ``_promote_through_leader``)."""
+
+    internal_message = "membership: ID removed"
+
+
 def _write_durably(path: Path, data: bytes) -> None:
     with open(path, "wb") as f:
         f.write(data)
@@ -372,6 +382,12 @@ class EtcdServer:
             pre_vote=True,
             check_quorum=True,
             applied=self.applied_index,
+            # (the membership stored with the applied index: the log also holds
+            # changes refused when applied, which must not count again)
+            conf_state=ConfState(
+                voters=tuple(sorted(m.id for m in self.members.values() if not m.is_learner)),
+                learners=tuple(sorted(m.id for m in self.members.values() if m.is_learner)),
+            ),
         )
         self.node = RaftNode(cfg, self.storage, rand=self._rand)
         await self.transport.start(self)
@@ -638,11 +654,13 @@ class EtcdServer:
             out.keys.extend(sorted(le.keys))
         return out
 
-    async def _call_leader(self, req: rpb.PeerRequest) -> rpb.PeerResponse | None:
+    async def _call_leader(self, req: rpb.PeerRequest, deadline: float | None = None) -> rpb.PeerResponse | None:
         """Send a request to the leader; None when this member is the leader now.
-        Waits for a leader and retries an unreachable one until the request timeout."""
+        Waits for a leader and retries an unreachable one until ``deadline`` (the
+        loop's time; by default the request timeout from now)."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + REQUEST_TIMEOUT
+        if deadline is None:
+            deadline = loop.time() + REQUEST_TIMEOUT
         pause = self.settings.heartbeat_ms / 1000.0
         while True:
             if self._closing:
@@ -717,7 +735,13 @@ class EtcdServer:
             elif kind == "promote":
                 if not self.is_leader():
                     raise NotLeaderError()
-                await self.member_promote(req.promote.id)
+                try:
+                    await self.member_promote(req.promote.id)
+                except MemberIDRemovedError:
+                    # etcd's peer promote handler answers only ErrIDNotFound,
+                    # ErrMemberNotLearner and ErrLearnerNotReady as themselves; any
+                    # other error is an internal one to the follower, which retries.
+                    raise EtcdError(MemberIDRemovedError.internal_message) from None
             else:
                 raise NotImplementedError(f"peer request {kind!r} is not implemented")
         except EtcdError as e:
@@ -754,10 +778,10 @@ class EtcdServer:
 
     async def propose(self, req: ipb.InternalRequest) -> Any:
         """Put a request through the log; returns what applying it returned."""
+        if self._removed:  # (the more telling reason, also once closed)
+            raise MemberRemovedError()
         if self._closing:
             raise StoppedError()
-        if self._removed:
-            raise MemberRemovedError()
         settings = self.settings
         rid = self._next_id
         self._next_id = rid + 1
@@ -815,10 +839,10 @@ class EtcdServer:
         joins the next ReadIndex round (one round answers every read waiting
         when it starts) and returns once this member applied up to its index.
         """
+        if self._removed:  # (the more telling reason, also once closed)
+            raise MemberRemovedError()
         if self._closing:
             raise StoppedError()
-        if self._removed:
-            raise MemberRemovedError()
         if self._single_voter() and self.is_leader():
             return
         loop = asyncio.get_running_loop()
@@ -991,62 +1015,90 @@ class EtcdServer:
         members = await self._propose_conf_change(cc_type, mid, member_to_json(m))
         return m, members
 
+    # As etcd's RemoveMember, UpdateMember and promoteMember, these check only the
+    # quorum rules before proposing: whether the member exists, was removed or is a
+    # learner is decided when the change is applied (``_validate_conf_change``),
+    # in log order, so two racing changes cannot both pass.
+
     async def member_remove(self, member_id: int) -> list[MemberInfo]:
         self._may_remove_member(member_id)
-        if member_id not in self.members:
-            raise MemberNotFoundError()
         return await self._propose_conf_change(ConfChangeType.REMOVE_NODE, member_id, None)
 
     async def member_update(self, member_id: int, peer_urls: list[str]) -> list[MemberInfo]:
-        m = self.members.get(member_id)
-        if m is None:
-            raise MemberNotFoundError()
-        upd = MemberInfo(m.id, m.name, tuple(peer_urls), m.client_urls, m.is_learner)
+        # (name, client URLs and learner flag are the stored member's when applied)
+        upd = MemberInfo(member_id, "", tuple(peer_urls), ())
         return await self._propose_conf_change(ConfChangeType.UPDATE_NODE, member_id, member_to_json(upd))
 
     async def member_promote(self, member_id: int) -> list[MemberInfo]:
         """Promote a learner; only the leader knows whether it is in sync, so a
         follower forwards the request (as etcd does)."""
         if not self.is_leader():
-            resp = await self._call_leader(rpb.PeerRequest(promote=rpb.PromoteRequest(id=member_id)))
-            if resp is not None:
-                # The leader applied the promotion; answer once this member has too
-                # (etcd's follower answers with the leader's member list).
-                loop = asyncio.get_running_loop()
-                deadline = loop.time() + REQUEST_TIMEOUT
-                while (p := self.members.get(member_id)) is not None and p.is_learner:
-                    left = deadline - loop.time()
-                    if left <= 0 or self._closing:
-                        break
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._lease_applied.wait(), left)
-                return sorted(self.members.values(), key=lambda m: m.id)
-        m = self.members.get(member_id)
-        if m is None:
-            raise MemberNotFoundError()
-        if not m.is_learner:
-            raise MemberNotLearnerError()
+            members = await self._promote_through_leader(member_id)
+            if members is not None:
+                return members
         progress = self.node.status().progress
         pr = progress.get(member_id)
         mine = progress.get(self.member_id)
-        # etcd's isLearnerReady: the learner's match against the leader's own
+        # etcd's isLearnerReady: the learner's match against the leader's own; a
+        # member Raft does not know passes (the apply decides).
         leader_match = mine.match if mine is not None else self.committed_index
-        if pr is None or pr.match < leader_match * LEARNER_READY_PERCENT:
+        if pr is not None and pr.match < leader_match * LEARNER_READY_PERCENT:
             raise LearnerNotReadyError()
         self._may_promote_member()
-        promoted = MemberInfo(m.id, m.name, m.peer_urls, m.client_urls, False)
-        return await self._propose_conf_change(ConfChangeType.ADD_NODE, member_id, member_to_json(promoted))
+        promoted = MemberInfo(member_id, "", (), ())
+        return await self._propose_conf_change(ConfChangeType.ADD_NODE, member_id, member_to_json(promoted),
+                                               promote=True)
+
+    async def _promote_through_leader(self, member_id: int) -> list[MemberInfo] | None:
+        """etcd's PromoteMember on a follower: ask the leader until it answers, it
+        refuses for good (not found, not a learner, not ready), or the request times
+        out; any other refusal (etcd's peer handler answers it as an internal error,
+        "membership: ID removed" among them) is asked again. None if this member
+        leads by now."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + REQUEST_TIMEOUT
+        req = rpb.PeerRequest(promote=rpb.PromoteRequest(id=member_id))
+        while True:
+            try:
+                resp = await self._call_leader(req, deadline)
+                break
+            except (LearnerNotReadyError, MemberNotFoundError, MemberNotLearnerError, StoppedError, TimeoutError_):
+                raise
+            except EtcdError as e:
+                if self._closing:
+                    raise StoppedError() from None
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise TimeoutError_() from None
+                log.warning("failed to promote member %x through the leader: %s; retrying", member_id, e.detail)
+                await asyncio.sleep(min(self.settings.heartbeat_ms / 1000.0, left))
+        if resp is None:
+            return None
+        # The leader applied the promotion; answer once this member has too
+        # (etcd's follower answers with the leader's member list).
+        deadline = loop.time() + REQUEST_TIMEOUT
+        while (p := self.members.get(member_id)) is not None and p.is_learner:
+            left = deadline - loop.time()
+            if left <= 0 or self._closing:
+                break
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._lease_applied.wait(), left)
+        return sorted(self.members.values(), key=lambda m: m.id)
 
     async def _propose_conf_change(self, cc_type: ConfChangeType, member_id: int,
-                                   member: dict[str, Any] | None) -> list[MemberInfo]:
+                                   member: dict[str, Any] | None, *, promote: bool = False) -> list[MemberInfo]:
+        if self._removed:  # (the more telling reason, also once closed)
+            raise MemberRemovedError()
         if self._closing:
             raise StoppedError()
-        if self._removed:
-            raise MemberRemovedError()
+        if member_id == 0:
+            # (raft.None, never a member: etcd proposes the change and refuses it
+            # when applied, ErrIDNotFound; this Raft takes no change for id 0)
+            raise MemberNotFoundError()
         async with self._conf_lock:
             rid = self._next_id
             self._next_id += 1
-            ctx = json.dumps({"rid": rid, "member": member}).encode()
+            ctx = json.dumps({"rid": rid, "member": member, "promote": promote}).encode()
             cc = ConfChange(cc_type, member_id, ctx)
             loop = asyncio.get_running_loop()
             fut: asyncio.Future[Any] = loop.create_future()
@@ -1414,24 +1466,11 @@ class EtcdServer:
         waiter = self._waiters.get(ctx.get("rid", -1))
         member = member_from_json(ctx["member"]) if ctx.get("member") else None
         t = cc.type
-        err: EtcdError | None = None
-        if ctx:
-            if t in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
-                old = self.members.get(cc.node_id)
-                promoting = t == ConfChangeType.ADD_NODE and old is not None and old.is_learner
-                if old is not None and not promoting:
-                    err = MemberExistError()
-                elif not promoting and member is not None and any(
-                    set(member.peer_urls) & set(m.peer_urls) for m in self.members.values()
-                ):
-                    err = PeerURLExistError()
-            elif cc.node_id not in self.members:
-                err = MemberNotFoundError()
-            elif t == ConfChangeType.UPDATE_NODE and member is not None and any(
-                set(member.peer_urls) & set(m.peer_urls)
-                for m in self.members.values() if m.id != cc.node_id
-            ):
-                err = PeerURLExistError()
+        old = self.members.get(cc.node_id)
+        promote = t == ConfChangeType.ADD_NODE and ctx.get(
+            # (entries written before the flag: a learner's ADD_NODE was a promotion)
+            "promote", old is not None and old.is_learner and member is not None and not member.is_learner)
+        err = self._validate_conf_change(cc, member, promote) if ctx else None
         if err is not None:
             if waiter is not None and not waiter.future.done():
                 waiter.future.set_exception(err)
@@ -1455,16 +1494,49 @@ class EtcdServer:
                 else:
                     self.transport.remove_peer(cc.node_id)
             elif member is not None:
-                old = self.members.get(cc.node_id)
-                if old is not None:
-                    # promote or update: the stored name and client URLs stay
-                    member = MemberInfo(old.id, old.name, member.peer_urls, old.client_urls, member.is_learner)
+                if promote and old is not None:
+                    member = MemberInfo(old.id, old.name, old.peer_urls, old.client_urls, False)
+                elif old is not None:
+                    # update: the stored name, client URLs and learner flag stay
+                    member = MemberInfo(old.id, old.name, member.peer_urls, old.client_urls, old.is_learner)
                 self.members[cc.node_id] = member
                 self._save_member(member)
                 if cc.node_id != self.member_id:
                     self.transport.set_peer(cc.node_id, member.peer_urls)
         if waiter is not None and not waiter.future.done():
             waiter.future.set_result(sorted(self.members.values(), key=lambda m: m.id))
+
+    def _validate_conf_change(self, cc: ConfChange, member: MemberInfo | None, promote: bool) -> EtcdError | None:
+        """etcd's ValidateConfigurationChange, when the change is applied: a removed
+        member's id first, then what each kind of change needs."""
+        mid = cc.node_id
+        if self.member_removed(mid):
+            return MemberIDRemovedError()
+        old = self.members.get(mid)
+        t = cc.type
+        if t in (ConfChangeType.ADD_NODE, ConfChangeType.ADD_LEARNER_NODE):
+            if promote:
+                if old is None:
+                    return MemberNotFoundError()
+                if not old.is_learner:
+                    return MemberNotLearnerError()
+                return None
+            if old is not None:
+                return MemberExistError()
+            urls = {u for m in self.members.values() for u in m.peer_urls}
+            if member is not None and urls & set(member.peer_urls):
+                return PeerURLExistError()
+            if (member is not None and member.is_learner
+                    and sum(1 for m in self.members.values() if m.is_learner) + 1 > MAX_LEARNERS):
+                return TooManyLearnersError()
+            return None
+        if old is None:
+            return MemberNotFoundError()
+        if t == ConfChangeType.UPDATE_NODE and member is not None:
+            urls = {u for m in self.members.values() if m.id != mid for u in m.peer_urls}
+            if urls & set(member.peer_urls):
+                return PeerURLExistError()
+        return None
 
     @staticmethod
     def _dispatch(applier: Applier, req: ipb.InternalRequest) -> Any:

@@ -54,6 +54,10 @@ class RaftConfig:
     timeout is drawn from [election_tick, 2*election_tick)). ``heartbeat_tick``: ticks
     between leader heartbeats. ``applied``: the last index the driver's state machine has
     already applied (entries up to it are not handed out again after a restart).
+    ``conf_state``: the configuration as of ``applied``, for a driver that decides
+    which membership changes take effect (etcd's server refuses some when it applies
+    them, and never hands those to Raft): used instead of replaying the log's
+    changes up to ``applied``, which would count the refused ones too.
     """
 
     id: int
@@ -64,6 +68,7 @@ class RaftConfig:
     max_size_per_msg: int = 1 << 20
     max_inflight_msgs: int = 256
     applied: int = 0
+    conf_state: ConfState | None = None
 
     def validate(self) -> None:
         problems = []
@@ -140,9 +145,12 @@ class RaftNode:
         lg = self._log
         lo = max(lg.first_index(), storage.snapshot().metadata.index + 1)
         if lg.applied >= lo:
-            for e in lg.slice(lo, lg.applied + 1):
-                if e.type == EntryType.CONF_CHANGE:
-                    self._change_tracker(ConfChange.decode(e.data))
+            if config.conf_state is not None:
+                self._apply_conf_state(config.conf_state)
+            else:
+                for e in lg.slice(lo, lg.applied + 1):
+                    if e.type == EntryType.CONF_CHANGE:
+                        self._change_tracker(ConfChange.decode(e.data))
         self._become_follower(self._term, 0)
         self._prev_soft = SoftState(self._lead, self._role)
         self._prev_hard = hs  # what storage holds: a bootstrap's new state shows in the first Ready
