@@ -217,7 +217,7 @@ class Stream:
     def send_headers(self) -> None:
         if not self.headers_sent and not self.finished:
             self.headers_sent = True
-            self.conn.pings.strikes = 0
+            self.conn.pings.reset = True
             self.conn.write(f.frame(f.HEADERS, f.END_HEADERS, self.id, f.RESPONSE_HEADERS))
 
     def send_unary(self, payload: bytes) -> bool:
@@ -228,7 +228,7 @@ class Stream:
             return False
         self.send_window -= n
         conn.send_window -= n
-        conn.pings.strikes = 0  # (grpc-go forgives ping strikes on every headers/data sent)
+        conn.pings.reset = True  # (grpc-go forgives ping strikes on every headers/data sent)
         sid = self.id.to_bytes(4, "big")
         conn.write(b"".join((
             len(f.RESPONSE_HEADERS).to_bytes(3, "big"), b"\x01\x04", sid, f.RESPONSE_HEADERS,
@@ -271,7 +271,7 @@ class Stream:
         if not self.headers_sent:
             block = f.RESPONSE_HEADERS + block
             self.headers_sent = True
-        self.conn.pings.strikes = 0
+        self.conn.pings.reset = True
         self.conn.write(f.header_frames(self.id, block, True, self.conn.peer_max_frame))
         self._close(not self.client_ended)
         if self.task is not None and self.task is not asyncio.current_task():
@@ -683,6 +683,7 @@ class Connection(asyncio.Protocol):
                 s.queued = False  # finished, or blocked on its own window
                 continue
             self.write(f.frame(f.DATA, 0, s.id, bytes(data[:n])))
+            self.pings.reset = True
             s.send_window -= n
             self.send_window -= n
             if n < len(data):

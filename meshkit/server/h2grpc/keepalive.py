@@ -1,9 +1,10 @@
 """etcd's gRPC keepalive (--grpc-keepalive-*), as grpc-go's server applies it (pure).
 
 * Enforcement (``--grpc-keepalive-min-time``, 5 s): a client PING sooner than
-  that after the previous one is a strike; strikes are forgiven whenever the
-  server sends headers or data; the third strike in a row ends the connection
-  with GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
+  that after the previous one is a strike; once the server has sent headers or
+  data, the next PING is not checked and the strikes start over (clients' BDP
+  pings follow data); the third strike ends the connection with GOAWAY
+  ENHANCE_YOUR_CALM "too_many_pings".
 * Server pings (``--grpc-keepalive-interval``, 2 h, and ``-timeout``, 20 s): a
   connection the client sent nothing on for an interval is pinged; no frame
   within the timeout closes it.
@@ -26,23 +27,29 @@ class KeepalivePolicy:
 class PingStrikes:
     """Counts client PINGs that come too often."""
 
-    __slots__ = ("last", "min_time", "strikes")
+    __slots__ = ("last", "min_time", "reset", "strikes")
 
     def __init__(self, min_time: float) -> None:
         self.min_time = min_time
         self.last: float | None = None
         self.strikes = 0
+        # set when the server sent headers or data (grpc-go's resetPingStrikes):
+        # the next ping is not checked and the strikes start over
+        self.reset = False
 
     def on_ping(self, now: float) -> bool:
         """A client PING at ``now``; True when the connection must be closed."""
-        if self.last is not None and now - self.last < self.min_time:
+        last, self.last = self.last, now
+        if self.reset:
+            self.reset = False
+            self.strikes = 0
+            return False
+        if last is not None and now - last < self.min_time:
             self.strikes += 1
-        self.last = now
         return self.strikes > MAX_PING_STRIKES
 
     def forgive(self) -> None:
-        """The server sent headers or data (grpc-go's resetPingStrikes)."""
-        self.strikes = 0
+        self.reset = True
 
 
 def keepalive_due(now: float, last_received: float, ping_sent: float | None,
