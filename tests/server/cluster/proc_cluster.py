@@ -13,9 +13,10 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 import grpc
 
@@ -24,7 +25,7 @@ from meshkit.api.etcdserverpb import rpc_pb2_grpc
 from meshkit.client import Client
 from tests.server.conftest import wait_ready
 from tests.support.netfault import NetFault
-from tests.support.procs import free_ports
+from tests.support.procs import ETCD, free_ports, require_reference_binaries
 
 MESHKIT = [sys.executable, "-m", "meshkit", "server"]
 
@@ -225,3 +226,21 @@ class ProcCluster:
 
 class _Behind(Exception):
     pass
+
+
+async def side_by_side(tmp: Path, token: str, scenario: Callable[[ProcCluster], Awaitable[dict[str, Any]]],
+                       **kwargs: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """``scenario`` on a 3-member real etcd cluster, then on a meshkit one (each in
+    its own directory, stopped after); their results, etcd's first."""
+    require_reference_binaries()
+    assert ETCD is not None
+    results: dict[str, dict[str, Any]] = {}
+    for kind, argv0 in (("etcd", [ETCD]), ("meshkit", MESHKIT)):
+        d = tmp / kind
+        d.mkdir()
+        p = ProcCluster(d, argv0, token=f"{token}-{kind}", **kwargs)
+        try:
+            results[kind] = await scenario(p)
+        finally:
+            p.stop_all()
+    return results["etcd"], results["meshkit"]

@@ -34,9 +34,9 @@ from meshkit.server.etcdserver.server import MemberRemovedError
 from meshkit.server.raft import Message, MessageType
 from meshkit.server.transport import MEMBER_REMOVED, GrpcTransport, MemberGoneError
 from tests.server.cluster.conftest import Cluster
-from tests.server.cluster.proc_cluster import MESHKIT, ProcCluster
+from tests.server.cluster.proc_cluster import ProcCluster, side_by_side
 from tests.server.cluster.test_membership import _new_member
-from tests.support.procs import ETCD, free_port, require_reference_binaries
+from tests.support.procs import free_port
 
 REMOVED_TEXT = "the member has been permanently removed from the cluster"
 
@@ -295,18 +295,7 @@ async def _scenario(p: ProcCluster) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.timeout(150)
 async def test_membership_rules_and_removed_members_like_etcd(tmp_path: Path) -> None:
-    require_reference_binaries()
-    assert ETCD is not None
-    results: dict[str, dict[str, Any]] = {}
-    for kind, argv0 in (("etcd", [ETCD]), ("meshkit", MESHKIT)):
-        d = tmp_path / kind
-        d.mkdir()
-        p = ProcCluster(d, argv0, token=f"rules-{kind}", heartbeat_ms=100, election_ms=1000)
-        try:
-            results[kind] = await _scenario(p)
-        finally:
-            p.stop_all()
-    et, mk = results["etcd"], results["meshkit"]
+    et, mk = await side_by_side(tmp_path, "rules", _scenario, heartbeat_ms=100, election_ms=1000)
     print(et)
     assert et["early remove via follower"] == "UNAVAILABLE: etcdserver: unhealthy cluster", et
     assert et["add via follower: members"] == 4, et

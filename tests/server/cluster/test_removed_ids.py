@@ -31,9 +31,9 @@ from meshkit.api.etcdserverpb import rpc_pb2_grpc
 from meshkit.server.etcdserver import server as server_mod
 from meshkit.server.etcdserver.server import EtcdServer, MemberIDRemovedError
 from tests.server.cluster.conftest import Cluster
-from tests.server.cluster.proc_cluster import MESHKIT, ProcCluster
+from tests.server.cluster.proc_cluster import ProcCluster, side_by_side
 from tests.server.cluster.test_membership_rules import _until_accepted, _wait_exit
-from tests.support.procs import ETCD, free_port, require_reference_binaries
+from tests.support.procs import free_port
 
 NOT_FOUND = "NOT_FOUND: etcdserver: member not found"
 TIMED_OUT = "UNAVAILABLE: etcdserver: request timed out"
@@ -187,18 +187,7 @@ async def _scenario(p: ProcCluster) -> dict[str, Any]:
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 async def test_changes_naming_a_removed_member_answer_as_etcd(tmp_path: Path) -> None:
-    require_reference_binaries()
-    assert ETCD is not None
-    results: dict[str, dict[str, Any]] = {}
-    for kind, argv0 in (("etcd", [ETCD]), ("meshkit", MESHKIT)):
-        d = tmp_path / kind
-        d.mkdir()
-        p = ProcCluster(d, argv0, token=f"removed-{kind}", heartbeat_ms=100, election_ms=1000)
-        try:
-            results[kind] = await _scenario(p)
-        finally:
-            p.stop_all()
-    et, mk = results["etcd"], results["meshkit"]
+    et, mk = await side_by_side(tmp_path, "removed", _scenario, heartbeat_ms=100, election_ms=1000)
     print(et)
     # what the real etcd answers (the facts this test pins)
     assert et["remove again (2) via the follower"] == NOT_FOUND, et
