@@ -149,7 +149,9 @@ class ProcCluster:
     # ---- asking the members ---------------------------------------------------------
 
     async def wait_ready(self, names: Sequence[str] | None = None, limit: float = 30.0) -> None:
-        """Every member answers, and the cluster takes a write and names every member."""
+        """Every member answers, the cluster takes a write, and *each* member names
+        every member (MemberList is answered from the member's own view, so one
+        member having applied the others' published names is not enough)."""
         names = list(names or self.names)
         deadline = time.monotonic() + limit
         for n in names:
@@ -158,11 +160,18 @@ class ProcCluster:
             while True:
                 with contextlib.suppress(Exception):
                     await c.put(b"ready", b"1")
-                    ml = await c.member_list()
-                    if all(m.client_urls for m in ml.members):
-                        return
+                    break
                 assert time.monotonic() < deadline, "cluster not ready"
                 await asyncio.sleep(0.1)
+        for n in names:
+            async with Client([self.endpoint(n)], timeout=2.0) as c:
+                while True:
+                    with contextlib.suppress(Exception):
+                        ml = await c.member_list()
+                        if all(m.name and m.client_urls for m in ml.members):
+                            break
+                    assert time.monotonic() < deadline, f"{n} does not name every member"
+                    await asyncio.sleep(0.1)
 
     async def status(self, n: str, timeout: float = 1.0) -> pb.StatusResponse:  # noqa: ASYNC109 (a gRPC deadline)
         async with grpc.aio.insecure_channel(self.endpoint(n)) as ch:
