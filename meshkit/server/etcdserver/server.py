@@ -1195,6 +1195,13 @@ class EtcdServer:
                     self.metrics.saw_leader(rd.soft_state.lead)
                 if rd.soft_state is not None and node.role != StateRole.LEADER and self.lessor.is_primary:
                     self.lessor.demote()
+                # A leader replicates while it persists (etcd's raftNode; Raft
+                # thesis §10.2.1): its entries commit only once followers have
+                # persisted them, and nothing is applied or answered before its
+                # own fsync below. Others answer only after persisting.
+                leading = node.role == StateRole.LEADER
+                if leading and rd.messages:
+                    self._send(rd.messages)
                 if not rd.snapshot.is_empty():
                     await self._install_snapshot(rd.snapshot)
                 if rd.hard_state is not None or rd.entries:
@@ -1210,7 +1217,7 @@ class EtcdServer:
                 if rd.hard_state is not None:
                     self.storage.set_hard_state(rd.hard_state)
                     self.committed_index = rd.hard_state.commit
-                if rd.messages:
+                if rd.messages and not leading:
                     # After the entries and hard state they depend on are durable.
                     self._send(rd.messages)
                 if rd.committed_entries:
