@@ -83,14 +83,17 @@ async def test_grpc_errors_like_etcd(pair: Pair) -> None:
 
 @pytest.mark.parametrize("compression", [grpc.Compression.Gzip, grpc.Compression.Deflate])
 async def test_compressed_requests(pair: Pair, compression: grpc.Compression) -> None:
-    """etcd 3.4 registers no decompressor (grpc-go answers UNIMPLEMENTED); meshkit
-    accepts gzip and deflate (tests/server/test_h2grpc.py) -- a deliberate superset."""
-    await wait_ready(pair.etcd.endpoint)
-    async with grpc.aio.insecure_channel(pair.etcd.endpoint) as ch:
-        answer = await _call(ch, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"k").SerializeToString(),
-                             compression=compression)
+    """etcd 3.4 registers no decompressor: grpc-go answers UNIMPLEMENTED; so does meshkit."""
+    answers = []
+    for endpoint in (pair.etcd.endpoint, pair.meshkit.endpoint):
+        await wait_ready(endpoint)
+        async with grpc.aio.insecure_channel(endpoint) as ch:
+            answers.append(await _call(ch, "/etcdserverpb.KV/Put", pb.PutRequest(key=b"k").SerializeToString(),
+                                       compression=compression))
+    etcd, mesh = answers
     name = "gzip" if compression == grpc.Compression.Gzip else "deflate"
-    assert answer == (grpc.StatusCode.UNIMPLEMENTED, f'grpc: Decompressor is not installed for grpc-encoding "{name}"')
+    assert etcd == (grpc.StatusCode.UNIMPLEMENTED, f'grpc: Decompressor is not installed for grpc-encoding "{name}"')
+    assert mesh == etcd
 
 
 async def _raw_answers(port: int, endpoint: str) -> dict[str, object]:

@@ -21,7 +21,6 @@ import binascii
 import json
 import logging
 import struct
-import zlib
 from collections import deque
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -39,14 +38,15 @@ if TYPE_CHECKING:
 log = logging.getLogger("meshkit.server.grpc")
 
 _HEAD = struct.Struct(">HBBBL")
-# Our receive windows: a stream's (a unary request must fit in it) and the
-# connection's; given back when a quarter (connection) or a half (stream) is used.
+# grpc-go's server limit on a request's decoded headers (etcd's)
+MAX_HEADER_LIST = 16 << 20
+# Our receive windows, a stream's and the connection's: given back as used
+# (unary requests: as they arrive; request streams: as the handler reads).
 STREAM_WINDOW = 1 << 22
 CONNECTION_WINDOW = 1 << 24
 # A header block arriving in CONTINUATION frames is kept until its end: bounded
-# (far above the 64 KiB of headers the decoder accepts) against endless ones.
+# against endless ones (what it decodes to is bounded by MAX_HEADER_LIST).
 MAX_HEADER_BLOCK = 1 << 20
-_EMPTY_HEADERS: tuple[tuple[str, str | bytes], ...] = ()
 # headers that are not call metadata (grpcio does not show them either)
 _NOT_METADATA = frozenset((b"content-type", b"te", b"grpc-timeout", b"grpc-encoding",
                            b"grpc-accept-encoding", b"user-agent"))
@@ -63,7 +63,6 @@ class Stream:
         "client_ended",
         "conn",
         "ctx",
-        "encoding",
         "finished",
         "headers_sent",
         "id",
@@ -100,7 +99,6 @@ class Stream:
         self.sent: asyncio.Future[None] | None = None  # done once ``pending`` is all written
         self.recv_window = STREAM_WINDOW  # what the client may still send us
         self.unacked = 0  # stream bytes used but not yet given back
-        self.encoding = b""
         self.task: asyncio.Task[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.ctx: ServicerContext
@@ -143,37 +141,12 @@ class Stream:
                 return
             if len(buf) < 5 + size:
                 return
-            compressed = buf[0]
+            if buf[0]:
+                self.finish(grpc.StatusCode.INTERNAL, "grpc: compressed flag set with identity or empty encoding")
+                return
             raw = bytes(buf[5 : 5 + size])
             del buf[: 5 + size]
-            if compressed:
-                raw = self._decompress(raw)
-                if self.finished:
-                    return
             self._deliver(raw, 5 + size)
-
-    def _decompress(self, raw: bytes) -> bytes:
-        if self.encoding in (b"gzip", b"deflate"):
-            limit = self.conn.server.max_receive
-            d = zlib.decompressobj(16 + zlib.MAX_WBITS if self.encoding == b"gzip" else zlib.MAX_WBITS)
-            try:
-                # at most one byte past the limit: a small message may inflate to gigabytes
-                out = d.decompress(raw, limit + 1)
-            except zlib.error as e:
-                self.finish(grpc.StatusCode.INTERNAL, f"grpc: failed to decompress the received message: {e}")
-                return b""
-            if len(out) > limit:
-                # grpc-go's check (it reads limit + 1 bytes at most too)
-                self.finish(grpc.StatusCode.RESOURCE_EXHAUSTED,
-                            f"grpc: received message after decompression larger than max ({len(out)} vs. {limit})")
-                return b""
-            if not d.eof:
-                self.finish(grpc.StatusCode.INTERNAL, "grpc: failed to decompress the received message: unexpected EOF")
-                return b""
-            return out
-        self.finish(grpc.StatusCode.INTERNAL,
-                    "grpc: compressed flag set with identity or empty encoding")
-        return b""
 
     def _deliver(self, raw: bytes, size: int) -> None:
         if self.requests is not None:
@@ -319,7 +292,7 @@ class Connection(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.buf = bytearray()
         self.preface = False
-        self.decoder = HeaderDecoder()
+        self.decoder = HeaderDecoder(max_header_list=MAX_HEADER_LIST)
         self.streams: dict[int, Stream] = {}
         self.last_stream_id = 0
         self.send_window = f.DEFAULT_WINDOW
@@ -554,11 +527,11 @@ class Connection(asyncio.Protocol):
             stream.timer = self._loop.call_at(deadline, stream.expire)
         stream.ctx = ServicerContext(stream, deadline)
         if encoding is not None and encoding != b"identity":
-            if encoding not in (b"gzip", b"deflate"):
-                stream.finish(grpc.StatusCode.UNIMPLEMENTED,
-                              f'grpc: Decompressor is not installed for grpc-encoding "{encoding.decode("latin-1")}"')
-                return
-            stream.encoding = encoding
+            # etcd 3.4's grpc-go has no decompressor registered: it refuses every
+            # compressed request, so no etcd client sends one
+            stream.finish(grpc.StatusCode.UNIMPLEMENTED,
+                          f'grpc: Decompressor is not installed for grpc-encoding "{encoding.decode("latin-1")}"')
+            return
         if method.request_streaming:
             stream.requests = RequestStream(stream)
             stream.ctx._requests = stream.requests
