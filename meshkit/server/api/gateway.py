@@ -53,7 +53,7 @@ import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any, NoReturn, Protocol
+from typing import Any, Protocol
 
 import grpc
 from aiohttp import WSMsgType, hdrs, web
@@ -73,6 +73,7 @@ from meshkit.server.api.lock import LockService
 from meshkit.server.api.maintenance import ClusterService, MaintenanceService
 from meshkit.server.api.watch import GRPC_OVERHEAD_BYTES, WatchService
 from meshkit.server.etcdserver.server import EtcdServer
+from meshkit.server.h2grpc.context import Aborted, CallContext
 
 log = logging.getLogger("meshkit.server.gateway")
 
@@ -205,16 +206,7 @@ def _bind(handle: Callable[[Route, web.Request], Awaitable[web.StreamResponse]],
 # ---- the in-process gRPC call ----------------------------------------------------
 
 
-class Aborted(grpc.aio.AbortError):
-    """``context.abort`` of a gateway call: the status the HTTP answer reports."""
-
-    def __init__(self, code: grpc.StatusCode, details: str) -> None:
-        super().__init__(details)
-        self.code = code
-        self.details = details
-
-
-class GatewayCall(grpc.aio.ServicerContext[Message, Message]):
+class GatewayCall(CallContext):
     """One gateway request as a servicer sees it: a call of etcd's gateway client.
 
     The metadata is what grpc-gateway forwards from the HTTP headers. No client
@@ -225,25 +217,13 @@ class GatewayCall(grpc.aio.ServicerContext[Message, Message]):
     def __init__(self, metadata: Iterable[tuple[str, str]], peer: str, response_type: type[Message], *,
                  emit: Callable[[Message], Awaitable[None]] | None = None,
                  requests: AsyncIterator[Message] | None = None) -> None:
+        super().__init__(requests)
         self._metadata = tuple(metadata)
         self._peer = peer
         self._response_type = response_type
         self._emit = emit
-        self._requests = requests
-        self._code: grpc.StatusCode | None = None
-        self._details = ""
-        self._trailing: tuple[tuple[str, str | bytes], ...] = ()
         self._done = False
         self._cancelled = False
-        self._callbacks: list[Callable[[Any], None]] = []
-
-    async def read(self) -> Any:
-        if self._requests is None:
-            raise grpc.aio.UsageError("read() is only for RPCs with a request stream")
-        try:
-            return await anext(self._requests)
-        except StopAsyncIteration:
-            return grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from grpc's stubs)
 
     async def write(self, message: Any) -> None:
         if self._emit is None:
@@ -255,30 +235,8 @@ class GatewayCall(grpc.aio.ServicerContext[Message, Message]):
     async def send_initial_metadata(self, initial_metadata: Any) -> None:
         pass  # (etcd's servicers send none; the gateway's answer headers are fixed)
 
-    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
-        self._trailing = tuple(trailing_metadata)
-        raise Aborted(code, details)
-
-    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
-        raise Aborted(status.code, status.details)
-
-    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
-        self._trailing = tuple(trailing_metadata)
-
     def invocation_metadata(self) -> Any:
         return self._metadata
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def set_details(self, details: str) -> None:
-        self._details = details
-
-    def set_compression(self, compression: grpc.Compression) -> None:
-        pass  # nothing is compressed in process
-
-    def disable_next_message_compression(self) -> None:
-        pass  # nothing is compressed in process
 
     def peer(self) -> str:
         return self._peer
@@ -295,21 +253,6 @@ class GatewayCall(grpc.aio.ServicerContext[Message, Message]):
     def time_remaining(self) -> float:
         return math.inf  # the gateway sets no deadline
 
-    def trailing_metadata(self) -> Any:
-        return self._trailing
-
-    def code(self) -> grpc.StatusCode:
-        return self._code or grpc.StatusCode.OK
-
-    def details(self) -> str:
-        return self._details
-
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        if self._done:
-            callback(self)
-        else:
-            self._callbacks.append(callback)
-
     def cancelled(self) -> bool:
         return self._cancelled
 
@@ -321,9 +264,7 @@ class GatewayCall(grpc.aio.ServicerContext[Message, Message]):
             return
         self._done = True
         self._cancelled = cancelled
-        callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            cb(self)
+        self.run_callbacks()
 
 
 # ---- JSON in and out, as grpc-gateway v1's JSONPb (golang/protobuf jsonpb) --------

@@ -22,7 +22,7 @@ import json
 import logging
 import struct
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, cast
 
 import grpc
@@ -235,7 +235,7 @@ class Stream:
                 self.sent = None
 
     def finish(self, code: grpc.StatusCode, message: str = "",
-               trailing: list[tuple[str, str | bytes]] | None = None) -> None:
+               trailing: Sequence[tuple[str, str | bytes]] = ()) -> None:
         """End the call with a status (trailers, or a trailers-only answer)."""
         if self.finished:
             return

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 from collections import deque
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
@@ -14,13 +14,76 @@ if TYPE_CHECKING:
     from meshkit.server.h2grpc.connection import Stream
 
 
-class Aborted(Exception):
-    """Raised by ``abort``: the call ends with this status (grpc.aio's AbortError)."""
+class Aborted(grpc.aio.AbortError):
+    """Raised by ``abort``: the call ends with this status (as grpc.aio's AbortError)."""
 
     def __init__(self, code: grpc.StatusCode, details: str) -> None:
         super().__init__(details)
         self.code = code
         self.details = details
+
+
+class CallContext(grpc.aio.ServicerContext):  # type: ignore[type-arg]
+    """What the in-process contexts share (this server's calls and the gateway's):
+    the status a handler sets or aborts with, trailing metadata, done callbacks."""
+
+    def __init__(self, requests: AsyncIterator[Any] | None = None) -> None:
+        self._requests = requests  # the request stream, if the call has one
+        self._code: grpc.StatusCode | None = None
+        self._details = ""
+        self._trailing: tuple[tuple[str, str | bytes], ...] = ()
+        self._callbacks: list[Callable[[Any], None]] = []
+
+    async def read(self) -> Any:
+        if self._requests is None:
+            raise grpc.aio.UsageError("read() is only for RPCs with a request stream")
+        try:
+            return await anext(self._requests)
+        except StopAsyncIteration:
+            return grpc.aio.EOF  # type: ignore[attr-defined]  # (missing from grpc's stubs)
+
+    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
+        if trailing_metadata:
+            self._trailing = tuple(trailing_metadata)
+        raise Aborted(code, details)
+
+    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
+        raise Aborted(status.code, status.details)
+
+    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
+        self._trailing = tuple(trailing_metadata)
+
+    def trailing_metadata(self) -> Any:
+        return self._trailing
+
+    def set_code(self, code: grpc.StatusCode) -> None:
+        self._code = code
+
+    def code(self) -> grpc.StatusCode:
+        return self._code or grpc.StatusCode.OK
+
+    def set_details(self, details: str) -> None:
+        self._details = details
+
+    def details(self) -> str:
+        return self._details
+
+    def set_compression(self, compression: grpc.Compression) -> None:
+        pass  # responses are never compressed
+
+    def disable_next_message_compression(self) -> None:
+        pass
+
+    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
+        if self.done():
+            callback(self)
+        else:
+            self._callbacks.append(callback)
+
+    def run_callbacks(self) -> None:
+        callbacks, self._callbacks = self._callbacks, []
+        for cb in callbacks:
+            cb(self)
 
 
 class RequestStream:
@@ -69,25 +132,13 @@ class RequestStream:
         return message
 
 
-class ServicerContext(grpc.aio.ServicerContext):  # type: ignore[type-arg]
-    __slots__ = ("_callbacks", "_code", "_details", "_requests", "_stream", "_trailing", "deadline")
+class ServicerContext(CallContext):
+    """A call of the native server."""
 
     def __init__(self, stream: Stream, deadline: float | None) -> None:
+        super().__init__()
         self._stream = stream
         self.deadline = deadline  # loop time, or None
-        self._requests: RequestStream | None = None
-        self._code: grpc.StatusCode | None = None
-        self._details = ""
-        self._trailing: list[tuple[str, str | bytes]] = []
-        self._callbacks: list[Callable[[Any], None]] = []
-
-    async def read(self) -> Any:
-        if self._requests is None:
-            raise grpc.aio.UsageError("read() is only for RPCs with a request stream")
-        try:
-            return await anext(self._requests)
-        except StopAsyncIteration:
-            return grpc.aio.EOF  # type: ignore[attr-defined]
 
     async def write(self, message: Any) -> None:
         await self._stream.write_message(message)
@@ -95,40 +146,8 @@ class ServicerContext(grpc.aio.ServicerContext):  # type: ignore[type-arg]
     async def send_initial_metadata(self, initial_metadata: Any) -> None:
         self._stream.send_headers()
 
-    async def abort(self, code: grpc.StatusCode, details: str = "", trailing_metadata: Any = ()) -> NoReturn:
-        if trailing_metadata:
-            self._trailing = list(trailing_metadata)
-        raise Aborted(code, details)
-
-    async def abort_with_status(self, status: grpc.Status) -> NoReturn:
-        raise Aborted(status.code, status.details)
-
-    def set_trailing_metadata(self, trailing_metadata: Any) -> None:
-        self._trailing = list(trailing_metadata)
-
-    def trailing_metadata(self) -> Any:
-        return tuple(self._trailing)
-
     def invocation_metadata(self) -> Any:
         return self._stream.metadata
-
-    def set_code(self, code: grpc.StatusCode) -> None:
-        self._code = code
-
-    def code(self) -> grpc.StatusCode:
-        return self._code or grpc.StatusCode.OK
-
-    def set_details(self, details: str) -> None:
-        self._details = details
-
-    def details(self) -> str:
-        return self._details
-
-    def set_compression(self, compression: grpc.Compression) -> None:
-        pass  # responses are never compressed
-
-    def disable_next_message_compression(self) -> None:
-        pass
 
     def peer(self) -> str:
         return self._stream.conn.peer_name
@@ -148,19 +167,8 @@ class ServicerContext(grpc.aio.ServicerContext):  # type: ignore[type-arg]
             return math.inf
         return max(0.0, self.deadline - asyncio.get_running_loop().time())
 
-    def add_done_callback(self, callback: Callable[[Any], None]) -> None:
-        if self._stream.finished:
-            callback(self)
-        else:
-            self._callbacks.append(callback)
-
     def cancelled(self) -> bool:
         return self._stream.cancelled
 
     def done(self) -> bool:
         return self._stream.finished
-
-    def run_callbacks(self) -> None:
-        callbacks, self._callbacks = self._callbacks, []
-        for cb in callbacks:
-            cb(self)

@@ -9,6 +9,7 @@ order. Received blocks are decoded by the ``hpack`` library (connection state).
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
 PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
@@ -127,11 +128,11 @@ RESPONSE_HEADERS = b"\x88" + hpack_int(31, 4, 0) + hpack_int(16, 7, 0) + b"appli
 STATUS_OK = hpack_literal(b"grpc-status", b"0")
 
 
-def status_block(code: int, message: str, trailing: list[tuple[str, str | bytes]] | None = None) -> bytes:
+def status_block(code: int, message: str, trailing: Sequence[tuple[str, str | bytes]] = ()) -> bytes:
     parts = [hpack_literal(b"grpc-status", str(code).encode())]
     if message:
         parts.append(hpack_literal(b"grpc-message", percent_encode(message)))
-    for key, value in trailing or ():
+    for key, value in trailing:
         parts.append(hpack_literal(key.encode(), metadata_value(key, value)))
     return b"".join(parts)
 

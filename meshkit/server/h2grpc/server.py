@@ -165,11 +165,11 @@ class GrpcServer:
                 await result.aclose()
         elif result is not None:
             await result  # a handler that writes through context.write
-        stream.finish(stream.ctx.code(), stream.ctx.details(), stream.ctx._trailing)
+        stream.finish(stream.ctx.code(), stream.ctx.details(), stream.ctx.trailing_metadata())
 
     def _failed(self, stream: Stream, e: BaseException) -> None:
         if isinstance(e, Aborted):
-            stream.finish(e.code, e.details, stream.ctx._trailing)
+            stream.finish(e.code, e.details, stream.ctx.trailing_metadata())
         elif isinstance(e, asyncio.CancelledError):
             # the client reset the call, its deadline passed or the server stops
             stream.finish(grpc.StatusCode.CANCELLED, "context canceled")
